@@ -1,0 +1,58 @@
+"""Messages for one question, documents first and the question last (providers cache prompt
+prefixes, so what repeats across questions goes first), and the guard that keeps a prompt inside
+the model's window: `truncate` keeps the head and tail of the context, `skip` sends nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines import tokens
+from pipelines.strategies import Context
+
+POLICIES = ("truncate", "skip")
+# Chat templates wrap each message in role markers; this covers them for the models we ship.
+TEMPLATE_MARGIN = 32
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[dict]
+    context_tokens: int  # cl100k tokens of context actually sent
+    dropped_tokens: int  # cl100k tokens cut from the middle by `truncate` (0 otherwise)
+    status: str  # ok | truncated | skipped
+
+
+def render_context(context: Context) -> str:
+    return "\n\n".join(f"[{b.label}]\n{b.text}" for b in context.blocks)
+
+
+def messages(system: str, template: str, context_text: str, question: str) -> list[dict]:
+    out = [{"role": "system", "content": system}] if system else []
+    return out + [{"role": "user", "content": template.format(context=context_text, question=question)}]
+
+
+def context_budget(window_tokens: int, tokens_per_cl100k: float, system: str, template: str, question: str) -> int:
+    """cl100k tokens left for context once the fixed parts of the prompt are counted.
+
+    `window_tokens` is the model's window minus its output reserve, in the model's own tokens;
+    `tokens_per_cl100k` converts, since a model's tokenizer is rarely cl100k."""
+    fixed = tokens.count(system) + tokens.count(template.format(context="", question=question)) + TEMPLATE_MARGIN
+    return max(0, int(window_tokens / tokens_per_cl100k) - fixed)
+
+
+def build(context: Context, question: str, system: str, template: str, budget: int, policy: str) -> Prompt:
+    if policy not in POLICIES:
+        raise ValueError(f"prompt.overflow must be one of {POLICIES}, got {policy!r}")
+    text = render_context(context)
+    ids = tokens.encode(text)
+    if len(ids) <= budget:
+        return Prompt(messages(system, template, text, question), len(ids), 0, "ok")
+    if policy == "skip":
+        return Prompt([], len(ids), 0, "skipped")
+    marker = "\n\n[... {} tokens omitted to fit the context window ...]\n\n"
+    # Re-encoding at the two cuts can shift a token or two: leave that much slack.
+    keep = max(0, budget - tokens.count(marker.format(len(ids))) - 4)
+    head, tail = keep - keep // 2, keep // 2
+    dropped = len(ids) - head - tail
+    text = tokens.decode(ids[:head]) + marker.format(dropped) + (tokens.decode(ids[-tail:]) if tail else "")
+    return Prompt(messages(system, template, text, question), tokens.count(text), dropped, "truncated")

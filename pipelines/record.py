@@ -1,0 +1,48 @@
+"""The one record that carries a question through the pipeline: the strategy fills the context,
+the model fills answer/usage/latency, metrics add scores, tracking writes it to MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+STATUSES = ("ok", "truncated", "skipped", "error")
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    question_id: str
+    strategy: str
+    model: str
+    question: str
+    reference: str
+    status: str = "ok"  # ok | truncated | skipped | error
+    error: str = ""
+    context_ids: tuple[str, ...] = ()
+    doc_ids: tuple[str, ...] = ()
+    retrieved: bool = False  # doc_ids were chosen by retrieval (rag, hybrid), not "all of them"
+    retrieval_scores: tuple[float, ...] = ()
+    gold_documents: tuple[str, ...] = ()
+    context_tokens: int = 0  # cl100k tokens of context sent
+    dropped_tokens: int = 0  # cl100k tokens cut by the window guard
+    answer: str = ""
+    prompt_tokens: int = 0  # as the provider billed them
+    cache_hit_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float | None = None
+    finish_reason: str = ""
+    scores: dict = field(default_factory=dict)
+
+    @property
+    def answered(self) -> bool:
+        return self.status in ("ok", "truncated")
+
+    def row(self) -> dict:
+        """Flat row for the per-question table: lists joined, scores as their own columns."""
+        out = asdict(self)
+        scores = out.pop("scores")
+        for key in ("context_ids", "doc_ids", "gold_documents"):
+            out[key] = "; ".join(out[key])
+        out["retrieval_scores"] = "; ".join(f"{s:.4f}" for s in out["retrieval_scores"])
+        return {**out, **scores}

@@ -1,0 +1,18 @@
+"""`full_context`: every document, whole, in file-name order (stable, so providers can cache the prefix)."""
+
+from __future__ import annotations
+
+from pipelines.strategies import Block, Context, Corpus, Strategy
+
+
+class FullContext(Strategy):
+    name = "full_context"
+
+    def build(self, question, corpus: Corpus, budget: int) -> Context:
+        docs = corpus.documents
+        return Context(
+            blocks=tuple(Block(d.doc_id, d.text) for d in docs),
+            context_ids=tuple(d.doc_id for d in docs),
+            doc_ids=tuple(d.doc_id for d in docs),
+            retrieved=False,
+        )

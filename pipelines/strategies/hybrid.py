@@ -1,0 +1,54 @@
+"""`hybrid` (pre-filtered long context): rank documents by their chunks' similarity to the question,
+keep the best ones that fit a token budget, and give them to the model whole."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from pipelines.strategies import Block, Context, Corpus, Strategy
+
+AGGREGATIONS = {
+    "max": lambda scores: max(scores),
+    # Rewards documents with several relevant passages, not one lucky chunk.
+    "sum_top3": lambda scores: sum(sorted(scores, reverse=True)[:3]),
+}
+
+
+class Hybrid(Strategy):
+    name = "hybrid"
+    uses_index = True
+
+    def __init__(self, candidates: int, doc_score: str = "max", token_budget: int | None = None,
+                 max_documents: int | None = None):
+        if doc_score not in AGGREGATIONS:
+            raise ValueError(f"strategy.doc_score must be one of {sorted(AGGREGATIONS)}, got {doc_score!r}")
+        self.candidates = candidates
+        self.aggregate = AGGREGATIONS[doc_score]
+        self.token_budget = token_budget
+        self.max_documents = max_documents
+
+    def rank(self, question, corpus: Corpus) -> list[tuple[str, float]]:
+        per_doc = defaultdict(list)
+        for hit in corpus.index.search(question.text, self.candidates):
+            per_doc[hit.chunk.doc_id].append(hit.score)
+        ranked = [(doc_id, self.aggregate(s)) for doc_id, s in per_doc.items()]
+        return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
+
+    def build(self, question, corpus: Corpus, budget: int) -> Context:
+        budget = min(budget, self.token_budget) if self.token_budget else budget
+        chosen, used = [], 0
+        for doc_id, score in self.rank(question, corpus):
+            if self.max_documents and len(chosen) >= self.max_documents:
+                break
+            tokens = corpus.by_id[doc_id].tokens
+            # The best document always goes in, even over budget: the window guard then truncates
+            # or skips it and says so on the row, instead of the model getting no context at all.
+            if not chosen or used + tokens <= budget:
+                chosen.append((doc_id, score))
+                used += tokens
+        return Context(
+            blocks=tuple(Block(d, corpus.by_id[d].text) for d, _ in chosen),
+            context_ids=tuple(d for d, _ in chosen),
+            doc_ids=tuple(d for d, _ in chosen),
+            scores=tuple(round(s, 4) for _, s in chosen),
+        )

@@ -1,0 +1,90 @@
+"""Write one MLflow run per (strategy, model) configuration: the flattened config as params, aggregated
+metrics, the per-question table and the resolved config. The store is SQLite inside `mlruns/`
+(MLflow's file store is in maintenance mode), with artifacts beside it in `mlruns/artifacts/`."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from pipelines.metrics import Metric
+from pipelines.record import STATUSES, QuestionRecord
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(store: str) -> str:
+    """`mlruns` (a folder) becomes a SQLite store inside it; a URI with a scheme is used as given."""
+    if "://" in store:
+        return store
+    folder = Path(store).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def use_experiment(store: str, name: str) -> str:
+    uri = tracking_uri(store)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        artifacts = Path(store).resolve() / "artifacts" if "://" not in store else None
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri() if artifacts else None)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """`a.b.c: value` params; lists as their YAML-ish text. Long values are cut to MLflow's limit."""
+    out = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = str(node)[:6000]
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str, float]:
+    out: dict[str, float] = {"questions": len(records)}
+    for status in STATUSES:
+        out[f"n_{status}"] = sum(r.status == status for r in records)
+    for metric in metrics:
+        values = [r.scores[metric.name] for r in records if metric.name in r.scores]
+        if values:
+            out[metric.name] = float(np.mean(values))
+    latencies = [r.latency_s for r in records if r.latency_s is not None]
+    if latencies:
+        out["latency_p50_s"] = float(np.percentile(latencies, 50))
+        out["latency_p95_s"] = float(np.percentile(latencies, 95))
+        out["latency_mean_s"] = float(np.mean(latencies))
+    cost = sum(r.cost_usd for r in records)
+    out["cost_usd_total"] = cost
+    out["cost_usd_per_question"] = cost / len(records) if records else 0.0
+    for field in ("prompt_tokens", "cache_hit_tokens", "completion_tokens", "reasoning_tokens", "context_tokens", "dropped_tokens"):
+        out[f"{field}_total"] = sum(getattr(r, field) for r in records)
+    return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def log_results(records: list[QuestionRecord], metrics: list[Metric], wall_s: float) -> dict[str, float]:
+    summary = aggregate(records, metrics)
+    summary["wall_time_s"] = wall_s
+    mlflow.log_metrics(summary)
+    rows = [r.row() for r in records]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    # Every row has every column, so questions without a metric show an empty cell, not a shifted one.
+    table = {c: [row.get(c) for row in rows] for c in columns}
+    mlflow.log_table(table, artifact_file="questions.json")
+    mlflow.log_text(pd.DataFrame(table).to_csv(index=False), "questions.csv")  # for spreadsheets
+    return summary

@@ -1,0 +1,74 @@
+import pytest
+
+from pipelines import embeddings, index
+from pipelines.documents import load_documents
+
+
+@pytest.fixture
+def docs(corpus, tmp_path):
+    return load_documents(corpus / "docs", tmp_path / "cache")[0]
+
+
+class CountingEmbedder:
+    """The real embedder, with a count of the texts it had to embed."""
+
+    def __init__(self):
+        self.inner = embeddings.load()
+        self.texts_embedded = 0
+
+    def embed(self, texts, progress=False):
+        self.texts_embedded += len(texts)
+        return self.inner.embed(texts)
+
+
+def make(docs, embedder, cache, size=64, overlap=8):
+    return index.VectorIndex(docs, embedder, cache, size, overlap, "all-MiniLM-L6-v2")
+
+
+def test_chunks_respect_the_token_size_and_keep_document_order(docs):
+    chunks = index.split(docs, chunk_size=64, chunk_overlap=8)
+    assert all(c.tokens <= 64 for c in chunks)
+    for doc in docs:
+        own = [c for c in chunks if c.doc_id == doc.doc_id]
+        assert len(own) > 3
+        assert [c.position for c in own] == list(range(len(own)))
+        assert own[0].chunk_id == f"{doc.doc_id}#0"
+        assert doc.text.startswith(own[0].text[:40])
+
+
+def test_search_finds_the_chunk_with_the_fact(docs, tmp_path):
+    idx = make(docs, CountingEmbedder(), tmp_path / "cache")
+    hits = idx.search("How long is the Kelvane river?", 3)
+    assert hits[0].chunk.chunk_id == "river.txt#0"
+    assert "212 kilometres" in hits[0].chunk.text
+    assert hits[0].score > hits[1].score > hits[2].score > 0
+
+
+def test_second_index_of_same_corpus_embeds_nothing(docs, tmp_path):
+    first = CountingEmbedder()
+    make(docs, first, tmp_path / "cache")
+    assert first.texts_embedded == len(index.split(docs, 64, 8))
+    second = CountingEmbedder()
+    idx = make(docs, second, tmp_path / "cache")
+    assert second.texts_embedded == 0
+    assert idx.search("Velmora red giant", 1)[0].chunk.doc_id == "stars.md"
+    assert second.texts_embedded == 1  # only the query
+
+
+def test_other_chunk_settings_build_another_index(docs, tmp_path):
+    make(docs, CountingEmbedder(), tmp_path / "cache")
+    other = CountingEmbedder()
+    idx = make(docs, other, tmp_path / "cache", size=128)
+    assert other.texts_embedded == len(idx.chunks) > 0
+
+
+def test_interrupted_build_is_redone(docs, tmp_path, monkeypatch):
+    class Boom(CountingEmbedder):
+        def embed(self, texts, progress=False):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make(docs, Boom(), tmp_path / "cache")
+    again = CountingEmbedder()
+    make(docs, again, tmp_path / "cache")
+    assert again.texts_embedded > 0
