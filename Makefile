@@ -17,9 +17,15 @@ setup: .venv/.installed
 
 # torch==2.13.0 first: it is a CPU wheel already on disk, while an unpinned torch pulled in by
 # sentence-transformers would download several GB of CUDA packages.
+# llama-cpp-python compiles (~6 min on 2 cores, then pip caches the wheel). GGML_NATIVE=OFF with AVX2:
+# a native build also compiles the AMX kernels, which crash (SIGSEGV) on hosts that expose AMX
+# but do not let processes use it, as on our CI machines.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet "llama-cpp-python[server]==0.3.36"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@

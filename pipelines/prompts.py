@@ -31,13 +31,16 @@ def messages(system: str, template: str, context_text: str, question: str) -> li
     return out + [{"role": "user", "content": template.format(context=context_text, question=question)}]
 
 
-def context_budget(window_tokens: int, tokens_per_cl100k: float, system: str, template: str, question: str) -> int:
+def context_budget(window_tokens: int, tokens_per_cl100k: float, system: str, template: str, question: str,
+                   question_reserve: int = 0) -> int:
     """cl100k tokens left for context once the fixed parts of the prompt are counted.
 
     `window_tokens` is the model's window minus its output reserve, in the model's own tokens;
-    `tokens_per_cl100k` converts, since a model's tokenizer is rarely cl100k."""
-    fixed = tokens.count(system) + tokens.count(template.format(context="", question=question)) + TEMPLATE_MARGIN
-    return max(0, int(window_tokens / tokens_per_cl100k) - fixed)
+    `tokens_per_cl100k` converts, since a model's tokenizer is rarely cl100k. The question counts as
+    at least `question_reserve` tokens, so questions of different lengths get the same budget and a
+    truncated context stays byte-identical across questions: a prefix the provider can cache."""
+    fixed = tokens.count(system) + tokens.count(template.format(context="", question="")) + TEMPLATE_MARGIN
+    return max(0, int(window_tokens / tokens_per_cl100k) - fixed - max(question_reserve, tokens.count(question)))
 
 
 def build(context: Context, question: str, system: str, template: str, budget: int, policy: str) -> Prompt:

@@ -41,7 +41,7 @@ def answer_one(question: Question, strategy: Strategy, corpus: Corpus, model: Ch
     )
     try:
         budget = prompts.context_budget(model.prompt_window, model.tokens_per_cl100k, prompt_cfg.system,
-                                        prompt_cfg.template, question.text)
+                                        prompt_cfg.template, question.text, prompt_cfg.question_reserve)
         context = strategy.build(question, corpus, budget)
         record = replace(record, context_ids=context.context_ids, doc_ids=context.doc_ids,
                          retrieval_scores=context.scores, retrieved=context.retrieved)

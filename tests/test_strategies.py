@@ -89,5 +89,7 @@ def test_window_guard_skip_sends_nothing():
 
 def test_context_budget_converts_to_the_model_tokenizer():
     # 8192 window - 256 output = 7936 model tokens; at 1.25 model tokens per cl100k token: 6348 cl100k
-    fixed = tokens.count("sys") + tokens.count("Q: why?") + prompts.TEMPLATE_MARGIN
+    fixed = tokens.count("sys") + tokens.count("Q: ") + tokens.count("why?") + prompts.TEMPLATE_MARGIN
     assert prompts.context_budget(8192 - 256, 1.25, "sys", "{context}Q: {question}", "why?") == 6348 - fixed
+    # A question shorter than the reserve counts as the reserve: the same budget for every short question.
+    assert prompts.context_budget(7936, 1.25, "sys", "{context}Q: {question}", "why?", question_reserve=100) == 6348 - fixed + tokens.count("why?") - 100

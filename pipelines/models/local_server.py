@@ -35,11 +35,11 @@ def resolve(model_path: str) -> Path:
     return path
 
 
-def ensure(model_path: str, n_ctx: int, n_threads: int | None = None, log_dir: str = ".cache/llama_server",
-           startup_timeout_s: float = 120.0) -> str:
+def ensure(model_path: str, n_ctx: int, n_threads: int | None = None, flash_attn: bool = False,
+           log_dir: str = ".cache/llama_server", startup_timeout_s: float = 120.0) -> str:
     """Base URL of a running server for this model, starting one if needed."""
     path = resolve(model_path)
-    key = (str(path), n_ctx, n_threads)
+    key = (str(path), n_ctx, n_threads, flash_attn)
     if key in _servers and _servers[key][0].poll() is None:
         return _servers[key][1]
     port = _free_port()
@@ -49,6 +49,8 @@ def ensure(model_path: str, n_ctx: int, n_threads: int | None = None, log_dir: s
            "--port", str(port), "--n_ctx", str(n_ctx)]
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
+    if flash_attn:
+        cmd += ["--flash_attn", "true"]
     with log_file.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     atexit.register(_stop, proc)

@@ -1,0 +1,151 @@
+"""The whole job as a user runs it (`python -m pipelines.run`), against a scripted local
+OpenAI-compatible server, read back through the MLflow API."""
+
+import json
+
+import mlflow
+import pytest
+
+from conftest import dataset_overrides, run_pipeline
+from fake_openai import FakeOpenAI
+from pipelines import tracking
+
+ANSWERS = {"Zorbex": "4,812 apples", "Kelvane": "212 kilometres", "Velmora": "310 light years"}
+
+
+def scripted(question: str) -> str:
+    return next((a for key, a in ANSWERS.items() if key in question), "I do not know")
+
+
+def fake_model_overrides(server: FakeOpenAI, **prices) -> list[str]:
+    return [
+        "model.name=fake", "model.model_id=fake-1", f"model.base_url={server.base_url}", "model.local_server=null",
+        "model.max_retries=0", "model.context_window=4096", "model.tokens_per_cl100k=1.0",
+        *[f"model.prices.{k}={v}" for k, v in prices.items()],
+    ]
+
+
+def runs_of(workdir, experiment="tiny"):
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def table(run) -> dict:
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="questions.json")
+    data = json.load(open(path))
+    return [dict(zip(data["columns"], row)) for row in data["data"]]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The default three-strategy sweep over the tiny corpus; one run of the pipeline for several tests."""
+    workdir = tmp_path_factory.mktemp("work")
+    from conftest import DOCS, QUESTIONS, write_questions
+
+    corpus = workdir / "corpus"
+    (corpus / "docs").mkdir(parents=True)
+    for name, text in DOCS.items():
+        (corpus / "docs" / name).write_text(text, encoding="utf-8")
+    write_questions(corpus / "questions.csv", QUESTIONS + [("Please FAIL on this one", "*stars*", "x")])
+    with FakeOpenAI(scripted, cache_hit_tokens=50) as server:
+        result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(
+            server, input_cache_miss=0.28, input_cache_hit=0.028, output=0.42),
+            "run.limit=null", "retrieval.top_k=2", "index.chunk_size=64", "index.chunk_overlap=8"], cwd=workdir)
+        requests = list(server.requests)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result, requests
+
+
+def test_default_sweep_makes_one_finished_run_per_strategy(sweep):
+    workdir, result, _ = sweep
+    runs = runs_of(workdir)
+    assert sorted(r.data.tags["strategy"] for r in runs) == ["full_context", "hybrid", "rag"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["model"] == "fake" and run.data.tags["dataset"] == "tiny"
+        assert run.data.params["retrieval.top_k"] == "2"
+        assert run.data.params["model._target_"] == "pipelines.models.chat.ChatModel"
+        m = run.data.metrics
+        assert m["questions"] == 4 and m["n_error"] == 1 and m["n_ok"] == 3
+        # Two answers match exactly; "310 light years" misses the reference's "about" (F1 6/7); the failure scores 0.
+        assert m["exact_match"] == pytest.approx(2 / 4)
+        assert m["f1"] == pytest.approx((1 + 1 + 6 / 7 + 0) / 4)
+        assert m["latency_p50_s"] > 0 and m["latency_p95_s"] >= m["latency_p50_s"]
+
+
+def test_cost_is_computed_from_the_usage_the_server_reported(sweep):
+    workdir, _, _ = sweep
+    for run in runs_of(workdir):
+        rows = table(run)
+        ok = [r for r in rows if r["status"] == "ok"]
+        for r in ok:
+            miss = r["prompt_tokens"] - r["cache_hit_tokens"]
+            assert r["cache_hit_tokens"] == 50
+            assert r["cost_usd"] == pytest.approx((miss * 0.28 + 50 * 0.028 + r["completion_tokens"] * 0.42) / 1e6, rel=1e-12)
+        assert run.data.metrics["cost_usd_total"] == pytest.approx(sum(r["cost_usd"] for r in rows))
+        assert run.data.metrics["prompt_tokens_total"] == sum(r["prompt_tokens"] for r in rows)
+
+
+def test_a_failed_question_is_a_recorded_row(sweep):
+    workdir, _, _ = sweep
+    for run in runs_of(workdir):
+        rows = table(run)
+        assert [r["question_id"] for r in rows] == ["q0001", "q0002", "q0003", "q0004"]
+        failed = rows[3]
+        assert failed["status"] == "error" and "InternalServerError" in failed["error"]
+        assert failed["answer"] == "" and failed["cost_usd"] == 0 and failed["f1"] == 0
+
+
+def test_rows_carry_context_and_gold_documents(sweep):
+    workdir, _, _ = sweep
+    by_strategy = {r.data.tags["strategy"]: table(r) for r in runs_of(workdir)}
+    river = by_strategy["rag"][1]
+    assert river["context_ids"].split("; ")[0] == "river.txt#0" and len(river["context_ids"].split("; ")) == 2
+    assert river["gold_documents"] == "river.txt" and river["doc_recall"] == 1.0
+    assert by_strategy["hybrid"][1]["context_ids"].split("; ")[0] == "river.txt"
+    assert by_strategy["full_context"][1]["context_ids"] == "orchard.md; river.txt; stars.md"
+    assert by_strategy["full_context"][1].get("doc_recall") is None  # takes everything: recall says nothing
+
+
+def test_prompts_sent_documents_first_question_last(sweep):
+    _, _, requests = sweep
+    assert len(requests) == 12  # 4 questions x 3 strategies, the failed one once (no retries here)
+    for body in requests:
+        user = body["messages"][-1]["content"]
+        assert user.startswith("Documents:") and user.rstrip().endswith("Answer:")
+        assert body["temperature"] == 0.0 and body["model"] == "fake-1"
+
+
+def test_run_logs_resolved_config_and_per_question_csv(sweep):
+    workdir, _, _ = sweep
+    run = runs_of(workdir)[0]
+    config = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")
+    assert "_target_: pipelines.strategies." in config and "top_k: 2" in config
+    csv_text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/questions.csv")
+    assert csv_text.splitlines()[0].startswith("question_id,strategy,model,question,reference,status")
+    assert len(csv_text.splitlines()) >= 5
+
+
+def test_crash_inside_a_run_marks_it_failed(corpus, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from pipelines import run as run_module
+
+    monkeypatch.chdir(tmp_path)
+    with FakeOpenAI(scripted) as server, initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("config", [*dataset_overrides(corpus), *fake_model_overrides(server), "strategy=full_context"],
+                      return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # as @hydra.main hands it to the task
+
+        def crash(*args, **kwargs):
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(run_module.runner, "answer_all", crash)
+        with pytest.raises(RuntimeError, match="disk full"):
+            run_module.run(cfg)
+    [run] = runs_of(tmp_path)
+    assert run.info.status == "FAILED"
