@@ -21,6 +21,11 @@ class Prompt:
     dropped_tokens: int  # cl100k tokens cut from the middle by `truncate` (0 otherwise)
     status: str  # ok | truncated | skipped
 
+    @property
+    def text(self) -> str:
+        """What the provider sees, in order: the basis for token estimates and prefix sharing."""
+        return "\n".join(m["content"] for m in self.messages)
+
 
 def render_context(context: Context) -> str:
     return "\n\n".join(f"[{b.label}]\n{b.text}" for b in context.blocks)

@@ -25,12 +25,19 @@ class QuestionRecord:
     context_tokens: int = 0  # cl100k tokens of context sent
     dropped_tokens: int = 0  # cl100k tokens cut by the window guard
     answer: str = ""
+    reasoning: str = ""  # a thinking model's reasoning, never mixed into the answer
     prompt_tokens: int = 0  # as the provider billed them
     cache_hit_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # includes reasoning tokens, as providers bill them
     reasoning_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_s: float | None = None
+    cost_usd: float = 0.0  # what this answer cost when it was produced, from the provider's usage
+    spent_usd: float = 0.0  # what this run paid for it: 0 when served from the response cache
+    latency_s: float | None = None  # measured when the answer was produced, kept when cached
+    ttft_s: float | None = None
+    output_tokens_per_s: float | None = None
+    cached: bool = False
+    attempts: int = 0  # HTTP requests sent, retries included
+    attempt_log: str = ""  # status per attempt, e.g. "429 200"; "x" when no response came
     finish_reason: str = ""
     scores: dict = field(default_factory=dict)
 

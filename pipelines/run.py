@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import hydra
 import mlflow
@@ -19,7 +21,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines import embeddings, metrics, prompts, runner, tracking
+from pipelines.budget import Budget
 from pipelines.errors import UserError
+from pipelines.estimate import estimate
+from pipelines.models.cache import ResponseCache
 from pipelines.index import VectorIndex
 from pipelines.strategies import Corpus
 
@@ -27,7 +32,7 @@ log = logging.getLogger("pipelines")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> dict:
     try:
         return run(cfg)
     except UserError as err:
@@ -35,24 +40,32 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
 
 
-def run(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> dict:
     # Everything that can be wrong with the input is checked before the MLflow run exists.
     model = build(cfg, "model")
-    model.check()
+    if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
+        model.check()
     strategy = build(cfg, "strategy")
     metric_list = metrics.get(list(cfg.metrics))
-    if cfg.prompt.overflow not in prompts.POLICIES:
-        raise UserError(f"prompt.overflow: must be one of {', '.join(prompts.POLICIES)}, got {cfg.prompt.overflow!r}")
-    limit = cfg.run.limit
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise UserError(f"run.limit: must be a positive whole number or null, got {limit!r}")
+    check_settings(cfg)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
-    questions = dataset.questions[:limit] if limit else dataset.questions
+    questions = dataset.questions[: cfg.run.limit] if cfg.run.limit else dataset.questions
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
+    cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
+    prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache)
+    guess = estimate([p.prompt for p in prepared], [bool(cache and cache.get(p.cache_key)) for p in prepared], model)
+    row = {"strategy": strategy.name, "model": model.name, "questions": len(questions), **asdict(guess)}
+    log.info("%s · %s: %d questions, %d calls (%d cached), about %s input + %s output tokens, estimated $%.4f",
+             strategy.name, model.name, len(questions), guess.calls, guess.cached,
+             f"{guess.input_miss + guess.input_hit:,}", f"{guess.output:,}", guess.usd)
+    if cfg.run.dry_run:
+        return {"kind": "estimate", **row}
+    confirm_spend(cfg, guess)
     model.client()  # starts the local server, if the model has one
 
+    budget = Budget(cfg.budget.max_usd)
     tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(run_name=f"{strategy.name}·{model.name}"):
         mlflow.set_tags(run_tags(cfg, strategy.name, model.name, dataset))
@@ -60,25 +73,62 @@ def run(cfg: DictConfig) -> float | None:
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
                            "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_metric("estimated_usd", guess.usd)
         start = time.perf_counter()
-        records = runner.answer_all(questions, strategy, corpus, model, cfg.prompt, metric_list, cfg.run.progress)
+        records = runner.answer_all(prepared, model, metric_list, cache, budget, cfg.run.progress,
+                                    f"{strategy.name} · {model.name}")
         summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
+        if budget.stopped:
+            mlflow.set_tag("budget_stopped", f"max_usd={budget.max_usd}")
+            log.warning("budget.max_usd=%s reached: %d questions not sent", budget.max_usd, summary["n_skipped"])
         run_id = mlflow.active_run().info.run_id
-    log.info("%s · %s: %d questions, %d ok, %d truncated, %d skipped, %d failed, $%.6f, run %s",
+    log.info("%s · %s: %d questions, %d ok, %d truncated, %d skipped, %d failed, spent $%.6f, run %s",
              strategy.name, model.name, len(records), summary["n_ok"], summary["n_truncated"],
-             summary["n_skipped"], summary["n_error"], summary["cost_usd_total"], run_id)
-    return summary.get("f1")  # the value a Hydra optimising sweeper would maximise
+             summary["n_skipped"], summary["n_error"], summary["spent_usd_total"], run_id)
+    return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary}
+
+
+def check_settings(cfg: DictConfig) -> None:
+    if cfg.prompt.overflow not in prompts.POLICIES:
+        raise UserError(f"prompt.overflow: must be one of {', '.join(prompts.POLICIES)}, got {cfg.prompt.overflow!r}")
+    limit = cfg.run.limit
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise UserError(f"run.limit: must be a positive whole number or null, got {limit!r}")
+    cap = cfg.budget.max_usd
+    if cap is not None and (not isinstance(cap, (int, float)) or cap < 0):
+        raise UserError(f"budget.max_usd: must be a non-negative number or null, got {cap!r}")
+
+
+def confirm_spend(cfg: DictConfig, guess) -> None:
+    """Ask before paid calls only when a person is there to answer; scripts and CI are never asked."""
+    if guess.usd <= 0 or not cfg.run.confirm or not sys.stdin.isatty():
+        return
+    reply = input(f"About ${guess.usd:.4f} for {guess.calls} calls. Send them? [y/N] ")
+    if reply.strip().lower() not in ("y", "yes"):
+        raise UserError("stopped before any call (answered no); run.dry_run=true shows the estimate alone")
 
 
 def build(cfg: DictConfig, group: str):
     """Instantiate a config group's `_target_`; a bad setting becomes a one-line error naming the group."""
+    missing = sorted(_missing(OmegaConf.to_container(cfg[group], resolve=False)))
+    if missing:
+        keys = ", ".join(f"{group}.{k}" for k in missing)
+        raise UserError(f"{group}: no value given for {keys} (set on the command line, e.g. {group}.{missing[0]}=...)")
     try:
         obj = instantiate(cfg[group], _convert_="all")
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise UserError(f"{group} ({cfg[group].get('_target_')}): {cause}") from None
+
     log.info("%s: %s", group, cfg[group]._target_)
     return obj
+
+
+def _missing(node, prefix: str = "") -> list[str]:
+    """Keys left as `???`, without resolving interpolations (which would fail on them first)."""
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in _missing(value, f"{prefix}{key}.")]
+    return [prefix[:-1]] if node == "???" else []
 
 
 def make_index(cfg: DictConfig, documents) -> VectorIndex:

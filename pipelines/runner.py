@@ -1,36 +1,47 @@
-"""Answer every question under one strategy and one model; each question becomes exactly one record,
-also when it fails, so no row ever vanishes."""
+"""Answer every question under one strategy and one model. Contexts are built first (no calls), then
+the calls run concurrently, up to the model's `max_concurrency`. Each question becomes exactly one
+record, also when it fails, is skipped, or the budget stops it: no row ever vanishes."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
 from pipelines import metrics, prompts
+from pipelines.budget import Budget
 from pipelines.datasets import Question
-from pipelines.models.chat import ChatModel
+from pipelines.estimate import worst_case_usd
+from pipelines.models import cache as response_cache
+from pipelines.models.chat import CallFailed, ChatModel, Completion
+from pipelines.prompts import Prompt
 from pipelines.record import QuestionRecord
 from pipelines.strategies import Corpus, Strategy
 
 log = logging.getLogger(__name__)
 
 
-def answer_all(questions: list[Question], strategy: Strategy, corpus: Corpus, model: ChatModel,
-               prompt_cfg, metric_list: list[metrics.Metric], progress: bool = True) -> list[QuestionRecord]:
-    records, spent = [], 0.0
-    bar = tqdm(questions, desc=f"{strategy.name} · {model.name}", unit="q", disable=not progress)
-    for question in bar:
-        record = answer_one(question, strategy, corpus, model, prompt_cfg)
-        record = replace(record, scores=metrics.score(record, question, metric_list))
-        records.append(record)
-        spent += record.cost_usd
-        bar.set_postfix(cost=f"${spent:.4f}", failed=sum(r.status == "error" for r in records))
-    return records
+@dataclass(frozen=True)
+class Prepared:
+    question: Question
+    record: QuestionRecord
+    prompt: Prompt | None  # None when nothing is to be sent (skipped, or the context failed)
+    cache_key: str = ""
 
 
-def answer_one(question: Question, strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg) -> QuestionRecord:
+def prepare_all(questions: list[Question], strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg,
+                cache: response_cache.ResponseCache | None) -> list[Prepared]:
+    out = []
+    for question in questions:
+        record, prompt = prepare(question, strategy, corpus, model, prompt_cfg)
+        key = response_cache.key(model.endpoint, model.request(prompt.messages)) if prompt else ""
+        out.append(Prepared(question, record, prompt, key))
+    return out
+
+
+def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg):
     record = QuestionRecord(
         question_id=question.qid,
         strategy=strategy.name,
@@ -47,16 +58,63 @@ def answer_one(question: Question, strategy: Strategy, corpus: Corpus, model: Ch
                          retrieval_scores=context.scores, retrieved=context.retrieved)
         prompt = prompts.build(context, question.text, prompt_cfg.system, prompt_cfg.template, budget,
                                prompt_cfg.overflow)
-        record = replace(record, status=prompt.status, context_tokens=prompt.context_tokens,
-                         dropped_tokens=prompt.dropped_tokens)
-        if prompt.status == "skipped":
-            return replace(record, error=f"context of {prompt.context_tokens} tokens exceeds the {budget} the window leaves (prompt.overflow=skip)")
-        done = model.complete(prompt.messages)
     except Exception as err:  # recorded on the row, never dropped: the run goes on
-        log.debug("question %s failed", question.qid, exc_info=True)
-        log.warning("question %s failed: %s: %s", question.qid, type(err).__name__, err)
-        return replace(record, status="error", error=f"{type(err).__name__}: {err}")
+        log.debug("question %s: context failed", question.qid, exc_info=True)
+        return replace(record, status="error", error=f"context: {type(err).__name__}: {err}"), None
+    record = replace(record, status=prompt.status, context_tokens=prompt.context_tokens,
+                     dropped_tokens=prompt.dropped_tokens)
+    if prompt.status == "skipped":
+        note = f"context of {prompt.context_tokens} tokens exceeds the {budget} the window leaves (prompt.overflow=skip)"
+        return replace(record, error=note), None
+    return record, prompt
+
+
+def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],
+               cache: response_cache.ResponseCache | None, budget: Budget, progress: bool = True,
+               label: str = "") -> list[QuestionRecord]:
+    records: list[QuestionRecord | None] = [None] * len(prepared)
+    bar = tqdm(total=len(prepared), desc=label, unit="q", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
+        futures = {pool.submit(_answer, item, model, cache, budget): i for i, item in enumerate(prepared)}
+        for future in as_completed(futures):
+            i = futures[future]
+            records[i] = future.result()
+            bar.update()
+            bar.set_postfix(spent=f"${budget.spent:.4f}", failed=sum(r is not None and r.status == "error" for r in records))
+    bar.close()
+    return [replace(r, scores=metrics.score(r, item.question, metric_list)) for r, item in zip(records, prepared)]
+
+
+def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
+    record, prompt = item.record, item.prompt
+    if prompt is None:
+        return record
+    hit = cache.get(item.cache_key) if cache else None
+    if hit is not None:
+        return _filled(record, hit)
+    worst = worst_case_usd(prompt, model)
+    if not budget.reserve(worst):
+        return replace(record, status="skipped", error=f"budget.max_usd={budget.max_usd} reached: not sent")
+    try:
+        done = model.complete(prompt.messages)
+    except CallFailed as err:
+        budget.settle(worst, 0.0)
+        log.warning("question %s failed after %d attempt(s): %s", record.question_id, err.attempts, err)
+        return replace(record, status="error", error=str(err), attempts=err.attempts, attempt_log=err.attempt_log)
+    budget.settle(worst, done.cost_usd)
+    if cache:
+        cache.put(item.cache_key, done)
+    return _filled(record, done)
+
+
+def _filled(record: QuestionRecord, done: Completion) -> QuestionRecord:
     u = done.usage
-    return replace(record, answer=done.answer, prompt_tokens=u.input_tokens, cache_hit_tokens=u.cache_hit_tokens,
-                   completion_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_usd=done.cost_usd,
-                   latency_s=round(done.latency_s, 4), finish_reason=done.finish_reason)
+    generating = done.latency_s - (done.ttft_s or 0.0)
+    return replace(
+        record, answer=done.answer, reasoning=done.reasoning, prompt_tokens=u.input_tokens,
+        cache_hit_tokens=u.cache_hit_tokens, completion_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens,
+        cost_usd=done.cost_usd, spent_usd=0.0 if done.cached else done.cost_usd, latency_s=round(done.latency_s, 4),
+        ttft_s=None if done.ttft_s is None else round(done.ttft_s, 4),
+        output_tokens_per_s=round(u.output_tokens / generating, 2) if u.output_tokens and generating > 0 else None,
+        cached=done.cached, attempts=done.attempts, attempt_log=done.attempt_log, finish_reason=done.finish_reason,
+    )

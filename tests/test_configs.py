@@ -26,14 +26,26 @@ def test_each_strategy_builds(name):
     assert isinstance(strategy, Strategy) and strategy.name == name
 
 
+# The generic host config needs what only the user knows.
+GENERIC = ["model.model_id=qwen3-8b", "model.base_url=http://127.0.0.1:8000/v1", "model.prices.input_cache_miss=0.1",
+           "model.prices.output=0.2", "model.prices.as_of=2026-11-22"]
+
+
 @pytest.mark.parametrize("name", options("model"))
 def test_each_model_builds_with_dated_prices(name):
-    cfg = compose_with(f"model={name}")
+    cfg = compose_with(f"model={name}", *(GENERIC if name == "openai-compatible" else []))
     model = instantiate(cfg.model, _convert_="all")
-    assert model.name == name
+    assert model.name == ("qwen3-8b" if name == "openai-compatible" else name)
     assert model.prices.as_of and model.prices.source
-    assert model.prompt_window > 0
-    assert (model.api_key_env is None) == (model.local_server is not None)  # remote models name a key variable
+    assert model.prompt_window > 0 and model.max_concurrency >= 1
+    assert model.max_tokens_param in ("max_tokens", "max_completion_tokens")
+    if model.provider not in ("llama-cpp", "openai-compatible"):
+        assert model.api_key_env and model.api_key_env.endswith("_API_KEY")  # remote models name a key variable
+
+
+def test_generic_host_prices_default_the_hit_price_to_the_miss_price():
+    model = instantiate(compose_with("model=openai-compatible", *GENERIC).model, _convert_="all")
+    assert (model.prices.input_cache_miss, model.prices.input_cache_hit, model.prices.output) == (0.1, 0.1, 0.2)
 
 
 @pytest.mark.parametrize("name", options("experiment") + options("debug"))

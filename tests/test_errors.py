@@ -102,3 +102,11 @@ def test_unknown_names_list_the_valid_ones(tmp_path, override, group, valid):
     assert all(name in result.stderr for name in valid)
     assert "Traceback" not in result.stderr
     assert_no_run(tmp_path)
+
+
+def test_generic_host_without_its_required_values(tmp_path):
+    corpus = make_corpus(tmp_path)
+    result = run_pipeline([*dataset_overrides(corpus), "model=openai-compatible", "strategy=rag"], tmp_path)
+    assert_one_line_error(result, "model: no value given for model.base_url, model.model_id, model.prices.as_of, "
+                          "model.prices.input_cache_miss, model.prices.output", "model.base_url=...")
+    assert_no_run(tmp_path)

@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from conftest import dataset_overrides, run_pipeline
-from fake_openai import FakeOpenAI
+from pipelines.fake_server import FakeOpenAI
 from pipelines import tracking
 
 ANSWERS = {"Zorbex": "4,812 apples", "Kelvane": "212 kilometres", "Velmora": "310 light years"}

@@ -1,0 +1,116 @@
+"""Calls under faults, concurrency, the budget cap and the response cache, against the scripted
+local server (pipelines/fake_server.py)."""
+
+import time
+
+import pytest
+
+from pipelines.budget import Budget
+from pipelines.fake_server import FakeOpenAI, prepared_questions
+from pipelines.models import cache as response_cache
+from pipelines.models.chat import CallFailed, ChatModel
+from pipelines.runner import answer_all
+
+PRICES = {"input_cache_miss": 0.28, "input_cache_hit": 0.028, "output": 0.42, "as_of": "2025-09-29", "source": "test"}
+
+
+def model_for(server, **kw):
+    args = dict(name="fake", provider="fake", model_id="fake-1", context_window=4096, max_output_tokens=64,
+                prices=PRICES, base_url=server.base_url, max_retries=2, timeout_s=5, stream=True, max_concurrency=4)
+    return ChatModel(**{**args, **kw})
+
+
+def prepared(questions: list[str], model):
+    return prepared_questions(questions, model)
+
+
+def ask(model, text):
+    return model.complete([{"role": "user", "content": f"Question: {text}"}])
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_retries_on_429_500_and_timeouts_are_counted(stream):
+    with FakeOpenAI(lambda q: "blue", stall_s=3) as server:
+        model = model_for(server, stream=stream, timeout_s=1)
+        rate = ask(model, "RATE what colour?")
+        flaky = ask(model, "FLAKY what colour?")
+        slow = ask(model, "SLOW what colour?")
+    assert (rate.answer, rate.attempts, rate.attempt_log) == ("blue", 2, "429 200")
+    assert (flaky.answer, flaky.attempts, flaky.attempt_log) == ("blue", 2, "500 200")
+    assert (slow.answer, slow.attempts, slow.attempt_log) == ("blue", 2, "x 200")  # x: timed out, no response
+
+
+@pytest.mark.parametrize("question, stream, attempts, log, error", [
+    ("FAIL", True, 3, "500 500 500", "InternalServerError"),
+    ("BADJSON", False, 1, "200", ""),
+    ("CUT", True, 1, "200", ""),
+])
+def test_final_failures_are_recorded_rows_with_every_attempt(question, stream, attempts, log, error):
+    with FakeOpenAI(lambda q: "the sky is blue today as always") as server:
+        model = model_for(server, stream=stream)
+        with pytest.raises(CallFailed) as caught:
+            ask(model, question)
+        assert (caught.value.attempts, caught.value.attempt_log) == (attempts, log)
+        assert error in str(caught.value)
+        [record] = answer_all(prepared([question], model), model, [], None, Budget(None), progress=False)
+    assert record.status == "error" and record.attempts == attempts and record.attempt_log == log
+    assert record.answer == "" and record.cost_usd == 0
+
+
+def test_streaming_measures_time_to_first_token_and_keeps_reasoning_apart():
+    with FakeOpenAI(lambda q: "Blue, as always.", reasoning_for=lambda q: "Rayleigh scattering.", latency_s=0.2) as server:
+        done = ask(model_for(server), "what colour?")
+    assert done.answer == "Blue, as always." and done.reasoning == "Rayleigh scattering."
+    assert 0.2 <= done.ttft_s <= done.latency_s
+    assert done.usage.output_tokens == 3
+
+
+def test_requests_run_concurrently_up_to_the_limit():
+    with FakeOpenAI(lambda q: "blue", latency_s=0.3) as server:
+        model = model_for(server, max_concurrency=8)
+        start = time.perf_counter()
+        records = answer_all(prepared([f"question {i}" for i in range(40)], model), model, [], None, Budget(None), progress=False)
+        wall = time.perf_counter() - start
+        assert server.max_in_flight == 8
+    assert [r.question_id for r in records] == [f"q{i}" for i in range(40)]  # input order, whatever the finish order
+    assert all(r.status == "ok" for r in records)
+    assert wall < 40 * 0.3 / 8 * 2  # 1.5 s ideal; serial would take 12 s
+
+
+def test_budget_is_never_exceeded_with_16_in_flight():
+    # Each call: ~12 prompt tokens at $0.28/M and 1 output token; worst case reserves 64 output tokens.
+    with FakeOpenAI(lambda q: "blue", latency_s=0.05) as server:
+        model = model_for(server, max_concurrency=16)
+        budget = Budget(max_usd=0.0005)
+        records = answer_all(prepared([f"question {i}" for i in range(200)], model), model, [], None, budget, progress=False)
+        sent = len(server.requests)
+    assert len(records) == 200  # no row vanishes
+    ok = [r for r in records if r.status == "ok"]
+    stopped = [r for r in records if r.status == "skipped"]
+    assert ok and stopped and len(ok) + len(stopped) == 200 == sent + len(stopped)
+    assert all("budget.max_usd=0.0005 reached" in r.error for r in stopped)
+    assert budget.spent == pytest.approx(sum(r.cost_usd for r in ok))
+    assert budget.spent <= 0.0005
+
+
+def test_identical_rerun_is_served_from_the_cache_with_zero_calls(tmp_path):
+    with FakeOpenAI(lambda q: "blue", latency_s=0.1) as server:
+        model = model_for(server)
+        cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+        items = prepared([f"question {i}" for i in range(10)] + ["FAIL"], model)
+        first = answer_all(items, model, [], cache, Budget(None), progress=False)
+        calls = len(server.requests)
+        again = answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"), Budget(None), progress=False)
+        assert len(server.requests) - calls == 3  # only the failed question is tried again (3 attempts)
+    for a, b in zip(first[:10], again[:10]):
+        assert b.cached and not a.cached
+        assert (b.answer, b.latency_s, b.cost_usd, b.prompt_tokens) == (a.answer, a.latency_s, a.cost_usd, a.prompt_tokens)
+        assert b.spent_usd == 0 and a.spent_usd == a.cost_usd > 0
+    assert again[10].status == "error"
+
+
+def test_cache_key_changes_with_anything_that_changes_the_answer():
+    base = response_cache.key("https://api.deepseek.com", {"model": "deepseek-chat", "messages": [{"role": "user", "content": "q"}], "max_tokens": 10})
+    assert base == response_cache.key("https://api.deepseek.com", {"max_tokens": 10, "messages": [{"role": "user", "content": "q"}], "model": "deepseek-chat"})
+    assert base != response_cache.key("https://api.openai.com/v1", {"model": "deepseek-chat", "messages": [{"role": "user", "content": "q"}], "max_tokens": 10})
+    assert base != response_cache.key("https://api.deepseek.com", {"model": "deepseek-chat", "messages": [{"role": "user", "content": "q"}], "max_tokens": 11})

@@ -1,0 +1,114 @@
+"""Provider response shapes replayed through a local HTTP server and parsed by the one client path,
+with the cost checked to the cent-fraction against hand arithmetic on the config's prices."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+FIXTURES = Path(__file__).parent / "fixtures" / "responses"
+
+
+class Replay:
+    """Answers every POST with one recorded body; keeps the request bodies it got."""
+
+    def __init__(self, body: bytes):
+        self.requests = []
+        replay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                replay.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def model_from_config(name: str, base_url: str, monkeypatch):
+    with initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("config", [f"model={name}", f"model.base_url={base_url}", "model.stream=false"])
+    model = instantiate(cfg.model, _convert_="all")
+    if model.api_key_env:
+        monkeypatch.setenv(model.api_key_env, "sk-test-not-a-key")
+    return model
+
+
+# (model config, input miss, input hit, output, reasoning, expected USD worked by hand)
+CASES = [
+    # 250 x 0.28 + 56,960 x 0.028 + 187 x 0.42 = 70 + 1,594.88 + 78.54 = 1,743.42 per million
+    ("deepseek-chat", 250, 56960, 187, 0, 0.00174342),
+    # 12,000 x 0.28 + 950 x 0.42 = 3,360 + 399
+    ("deepseek-reasoner", 12000, 0, 950, 880, 0.003759),
+    # 890 x 1.25 + 56,320 x 0.125 + 1,450 x 10 = 1,112.5 + 7,040 + 14,500 (reasoning billed as output)
+    ("gpt-5", 890, 56320, 1450, 1408, 0.0226525),
+    # 57,210 x 3 + 210 x 15 = 171,630 + 3,150: the compatible endpoint reports no cache reads
+    ("claude-sonnet-4-5", 57210, 0, 210, 0, 0.17478),
+]
+
+
+@pytest.mark.parametrize("name, miss, hit, output, reasoning, usd", CASES)
+def test_exact_cost_from_each_providers_usage(name, miss, hit, output, reasoning, usd, monkeypatch):
+    replay = Replay((FIXTURES / f"{name}.json").read_bytes())
+    model = model_from_config(name, replay.base_url, monkeypatch)
+    done = model.complete([{"role": "user", "content": "Documents: ...\n\nQuestion: how?"}])
+    u = done.usage
+    assert (u.cache_miss_tokens, u.cache_hit_tokens, u.output_tokens, u.reasoning_tokens) == (miss, hit, output, reasoning)
+    assert done.cost_usd == pytest.approx(usd, abs=1e-12)
+    assert done.attempts == 1 and done.attempt_log == "200"
+
+
+def test_cache_hits_are_priced_at_the_hit_price(monkeypatch):
+    replay = Replay((FIXTURES / "deepseek-chat.json").read_bytes())
+    model = model_from_config("deepseek-chat", replay.base_url, monkeypatch)
+    done = model.complete([{"role": "user", "content": "q"}])
+    all_miss = (done.usage.input_tokens * 0.28 + 187 * 0.42) / 1e6
+    assert done.cost_usd == pytest.approx(0.00174342, abs=1e-12)
+    assert all_miss / done.cost_usd > 9  # the cached prefix is what makes long context cheap on V3.2
+
+
+def test_reasoner_content_is_kept_apart_from_the_answer(monkeypatch):
+    replay = Replay((FIXTURES / "deepseek-reasoner.json").read_bytes())
+    model = model_from_config("deepseek-reasoner", replay.base_url, monkeypatch)
+    done = model.complete([{"role": "user", "content": "q"}])
+    assert done.answer == "Services revenue grew each quarter."
+    assert done.reasoning.startswith("The filings list Services net sales")
+    assert "19,604" not in done.answer
+
+
+@pytest.mark.parametrize("name, present, absent", [
+    ("deepseek-chat", {"max_tokens": 1024, "temperature": 0.0}, ["max_completion_tokens"]),
+    ("deepseek-reasoner", {"max_tokens": 8192}, ["temperature", "top_p", "max_completion_tokens"]),
+    ("gpt-5", {"max_completion_tokens": 8192}, ["max_tokens", "temperature"]),
+    ("claude-sonnet-4-5", {"max_tokens": 1024, "temperature": 0.0}, []),
+])
+def test_each_provider_gets_only_the_parameters_it_accepts(name, present, absent, monkeypatch):
+    replay = Replay((FIXTURES / f"{name}.json").read_bytes())
+    model = model_from_config(name, replay.base_url, monkeypatch)
+    model.complete([{"role": "user", "content": "q"}])
+    sent = replay.requests[0]
+    assert sent["model"] == model.model_id
+    assert {k: sent.get(k) for k in present} == present
+    assert not [k for k in absent if k in sent]
+
+
+def test_prices_are_dated_and_overridable_from_the_command_line():
+    with initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("config", ["model=deepseek-chat", "model.prices.input_cache_miss=0.5"])
+    assert cfg.model.prices.input_cache_miss == 0.5 and cfg.model.prices.as_of == "2025-09-29"
+    with initialize_config_module("conf", version_base="1.3"):
+        terminus = compose("config", ["model=deepseek-v3.1-terminus"]).model
+    assert terminus.expired is True
+    assert (terminus.prices.input_cache_miss, terminus.prices.input_cache_hit, terminus.prices.output) == (0.56, 0.07, 1.68)
