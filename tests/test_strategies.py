@@ -30,7 +30,7 @@ def test_rag_gives_top_k_chunks_best_first(corpus_obj):
 
 def test_hybrid_keeps_best_documents_whole_within_budget(corpus_obj):
     sizes = {d.doc_id: d.tokens for d in corpus_obj.documents}
-    strategy = Hybrid(candidates=30)
+    strategy = Hybrid(candidates=30, order="relevance")
     ranked = [d for d, _ in strategy.rank(RIVER, corpus_obj)]
     assert ranked[0] == "river.txt"
     # Room for the river document and one more: the next best that fits goes in.
@@ -43,6 +43,9 @@ def test_hybrid_keeps_best_documents_whole_within_budget(corpus_obj):
     small = strategy.build(RIVER, corpus_obj, budget=10)
     assert small.context_ids == ("river.txt",)
     assert Hybrid(candidates=30, max_documents=1).build(RIVER, corpus_obj, budget=10**6).context_ids == ("river.txt",)
+    # In corpus order, the same pick comes out in file order whatever the scores.
+    in_corpus_order = Hybrid(candidates=30).build(RIVER, corpus_obj, budget=budget).context_ids
+    assert set(in_corpus_order) == set(ctx.context_ids) and list(in_corpus_order) == sorted(in_corpus_order)
     assert Hybrid(candidates=30, token_budget=sizes["river.txt"]).build(RIVER, corpus_obj, 10**6).context_ids == ("river.txt",)
 
 

@@ -19,9 +19,12 @@ class Hybrid(Strategy):
     uses_index = True
 
     def __init__(self, candidates: int, doc_score: str = "max", token_budget: int | None = None,
-                 max_documents: int | None = None):
+                 max_documents: int | None = None, order: str = "corpus"):
         if doc_score not in AGGREGATIONS:
             raise ValueError(f"strategy.doc_score must be one of {sorted(AGGREGATIONS)}, got {doc_score!r}")
+        if order not in ("corpus", "relevance"):
+            raise ValueError(f"strategy.order must be corpus or relevance, got {order!r}")
+        self.order = order
         self.candidates = candidates
         self.aggregate = AGGREGATIONS[doc_score]
         self.token_budget = token_budget
@@ -46,6 +49,10 @@ class Hybrid(Strategy):
             if not chosen or used + tokens <= budget:
                 chosen.append((doc_id, score))
                 used += tokens
+        if self.order == "corpus":
+            # The same documents in the same order for every question that picks them: a cacheable prefix.
+            position = {d.doc_id: i for i, d in enumerate(corpus.documents)}
+            chosen.sort(key=lambda pair: position[pair[0]])
         return Context(
             blocks=tuple(Block(d, corpus.by_id[d].text) for d, _ in chosen),
             context_ids=tuple(d for d, _ in chosen),
