@@ -71,12 +71,14 @@ class VectorIndex:
         # Marked only once every chunk is stored, so an interrupted build is redone, not reused.
         self.collection.modify(metadata={"complete": True})
 
-    def search(self, query: str, k: int) -> list[Hit]:
+    def search(self, query: str, k: int, doc_ids: tuple[str, ...] = ()) -> list[Hit]:
+        """Top-k chunks; only from `doc_ids` when given (a question asked over part of the corpus)."""
         k = min(k, len(self.chunks))
         if k <= 0:
             return []
         vector = self.embedder.embed([query])
-        found = self.collection.query(query_embeddings=vector, n_results=k, include=["distances"])
+        where = {"doc_id": {"$in": list(doc_ids)}} if doc_ids else None
+        found = self.collection.query(query_embeddings=vector, n_results=k, where=where, include=["distances"])
         # cosine space: distance = 1 - similarity
         return [Hit(self.by_id[i], 1.0 - d) for i, d in zip(found["ids"][0], found["distances"][0])]
 

@@ -39,6 +39,14 @@ class QuestionRecord:
     attempts: int = 0  # HTTP requests sent, retries included
     attempt_log: str = ""  # status per attempt, e.g. "429 200"; "x" when no response came
     finish_reason: str = ""
+    # The judge's own calls, counted apart from the answer's.
+    judge_label: str = ""  # correct | partial | incorrect | unparsed
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    judge_cost_usd: float = 0.0
+    judge_spent_usd: float = 0.0
+    judge_latency_s: float | None = None
+    judge_error: str = ""
     scores: dict = field(default_factory=dict)
 
     @property

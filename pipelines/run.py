@@ -24,6 +24,7 @@ from pipelines import embeddings, metrics, prompts, runner, tracking
 from pipelines.budget import Budget
 from pipelines.errors import UserError
 from pipelines.estimate import estimate
+from pipelines.judge import Judge
 from pipelines.models.cache import ResponseCache
 from pipelines.index import VectorIndex
 from pipelines.strategies import Corpus
@@ -46,7 +47,8 @@ def run(cfg: DictConfig) -> dict:
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()
     strategy = build(cfg, "strategy")
-    metric_list = metrics.get(list(cfg.metrics))
+    judge = make_judge(cfg)
+    metric_list = metrics.get(list(cfg.metrics) + (["judge"] if judge and "judge" not in cfg.metrics else []))
     check_settings(cfg)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
     questions = dataset.questions[: cfg.run.limit] if cfg.run.limit else dataset.questions
@@ -71,12 +73,15 @@ def run(cfg: DictConfig) -> dict:
         mlflow.set_tags(run_tags(cfg, strategy.name, model.name, dataset))
         mlflow.log_params(tracking.flatten(cfg))
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
+                           "dataset.skipped_rows": len(dataset.skipped_rows),
                            "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_metric("estimated_usd", guess.usd)
         start = time.perf_counter()
         records = runner.answer_all(prepared, model, metric_list, cache, budget, cfg.run.progress,
                                     f"{strategy.name} · {model.name}")
+        if judge:
+            records = judge.grade_all(records, prepared, cache, budget)
         summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
         if budget.stopped:
             mlflow.set_tag("budget_stopped", f"max_usd={budget.max_usd}")
@@ -86,6 +91,17 @@ def run(cfg: DictConfig) -> dict:
              strategy.name, model.name, len(records), summary["n_ok"], summary["n_truncated"],
              summary["n_skipped"], summary["n_error"], summary["spent_usd_total"], run_id)
     return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary}
+
+
+def make_judge(cfg: DictConfig) -> Judge | None:
+    if not cfg.get("judge"):
+        return None
+    settings = OmegaConf.to_container(cfg.judge, resolve=True)
+    faithful = settings.pop("faithfulness", True)
+    model = build(OmegaConf.create({"judge": settings}), "judge")
+    if not cfg.run.dry_run:
+        model.check()
+    return Judge(model, faithful)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -141,6 +157,8 @@ def run_tags(cfg: DictConfig, strategy: str, model: str, dataset) -> dict[str, s
     tags = {"strategy": strategy, "model": model, "dataset": dataset.name, "tags": ",".join(cfg.get("tags") or [])}
     if dataset.skipped_documents:
         tags["skipped_documents"] = " | ".join(dataset.skipped_documents)[:5000]
+    if dataset.skipped_rows:
+        tags["skipped_rows"] = f"{len(dataset.skipped_rows)}: " + " | ".join(dataset.skipped_rows)[:5000]
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode.name == "MULTIRUN":
         tags["sweep_dir"] = hydra_cfg.sweep.dir  # groups the runs of one sweep

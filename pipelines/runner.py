@@ -29,15 +29,17 @@ class Prepared:
     record: QuestionRecord
     prompt: Prompt | None  # None when nothing is to be sent (skipped, or the context failed)
     cache_key: str = ""
+    context: tuple[str, ...] | None = None  # the texts the strategy chose, for retrieval metrics
 
 
 def prepare_all(questions: list[Question], strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg,
                 cache: response_cache.ResponseCache | None) -> list[Prepared]:
     out = []
     for question in questions:
-        record, prompt = prepare(question, strategy, corpus, model, prompt_cfg)
+        record, prompt, context = prepare(question, strategy, corpus, model, prompt_cfg)
         key = response_cache.key(model.endpoint, model.request(prompt.messages)) if prompt else ""
-        out.append(Prepared(question, record, prompt, key))
+        texts = tuple(b.text for b in context.blocks) if context else None
+        out.append(Prepared(question, record, prompt, key, texts))
     return out
 
 
@@ -60,13 +62,13 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
                                prompt_cfg.overflow)
     except Exception as err:  # recorded on the row, never dropped: the run goes on
         log.debug("question %s: context failed", question.qid, exc_info=True)
-        return replace(record, status="error", error=f"context: {type(err).__name__}: {err}"), None
+        return replace(record, status="error", error=f"context: {type(err).__name__}: {err}"), None, None
     record = replace(record, status=prompt.status, context_tokens=prompt.context_tokens,
                      dropped_tokens=prompt.dropped_tokens)
     if prompt.status == "skipped":
         note = f"context of {prompt.context_tokens} tokens exceeds the {budget} the window leaves (prompt.overflow=skip)"
-        return replace(record, error=note), None
-    return record, prompt
+        return replace(record, error=note), None, context
+    return record, prompt, context
 
 
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],
@@ -82,7 +84,7 @@ def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[met
             bar.update()
             bar.set_postfix(spent=f"${budget.spent:.4f}", failed=sum(r is not None and r.status == "error" for r in records))
     bar.close()
-    return [replace(r, scores=metrics.score(r, item.question, metric_list)) for r, item in zip(records, prepared)]
+    return [replace(r, scores=metrics.score(r, item.question, metric_list, item.context)) for r, item in zip(records, prepared)]
 
 
 def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:

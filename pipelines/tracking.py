@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from pipelines import stats
 from pipelines.metrics import Metric
 from pipelines.record import STATUSES, QuestionRecord
 
@@ -64,24 +65,34 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         values = [r.scores[metric.name] for r in records if metric.name in r.scores]
         if values:
             out[metric.name] = float(np.mean(values))
+            out[f"{metric.name}_ci_low"], out[f"{metric.name}_ci_high"] = stats.bootstrap_ci(values)
     for name, field in (("latency", "latency_s"), ("ttft", "ttft_s")):
         values = [getattr(r, field) for r in records if getattr(r, field) is not None]
         if values:
             out[f"{name}_p50_s"] = float(np.percentile(values, 50))
             out[f"{name}_p95_s"] = float(np.percentile(values, 95))
             out[f"{name}_mean_s"] = float(np.mean(values))
+            out[f"{name}_p50_s_ci_low"], out[f"{name}_p50_s_ci_high"] = stats.bootstrap_ci(values, statistic=np.median)
     speeds = [r.output_tokens_per_s for r in records if r.output_tokens_per_s]
     if speeds:
         out["output_tokens_per_s_p50"] = float(np.median(speeds))
     cost = sum(r.cost_usd for r in records)
     out["cost_usd_total"] = cost  # what the answers cost, cached ones included: comparable across reruns
     out["cost_usd_per_question"] = cost / len(records) if records else 0.0
+    if records:
+        out["cost_usd_per_question_ci_low"], out["cost_usd_per_question_ci_high"] = stats.bootstrap_ci(
+            [r.cost_usd for r in records])
     out["spent_usd_total"] = sum(r.spent_usd for r in records)  # what this run paid
     out["n_cached"] = sum(r.cached for r in records)
     out["attempts_total"] = sum(r.attempts for r in records)
     out["retries_total"] = sum(max(0, r.attempts - 1) for r in records)
-    for field in ("prompt_tokens", "cache_hit_tokens", "completion_tokens", "reasoning_tokens", "context_tokens", "dropped_tokens"):
+    for field in ("prompt_tokens", "cache_hit_tokens", "completion_tokens", "reasoning_tokens", "context_tokens",
+                  "dropped_tokens", "judge_prompt_tokens", "judge_completion_tokens"):
         out[f"{field}_total"] = sum(getattr(r, field) for r in records)
+    if any(r.judge_latency_s is not None for r in records):
+        out["judge_cost_usd_total"] = sum(r.judge_cost_usd for r in records)
+        out["judge_spent_usd_total"] = sum(r.judge_spent_usd for r in records)
+        out["judge_latency_p50_s"] = float(np.median([r.judge_latency_s for r in records if r.judge_latency_s is not None]))
     return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v))}
 
 

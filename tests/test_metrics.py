@@ -55,8 +55,39 @@ def test_doc_recall_only_for_strategies_that_choose_documents():
 
 
 def test_unknown_metric_names_the_valid_ones():
-    with pytest.raises(Exception, match="unknown metric.*bleu.*valid: doc_recall, exact_match, f1"):
+    with pytest.raises(Exception, match="unknown metric.*bleu.*valid: abstained, doc_precision, doc_recall, evidence_recall, exact_match, f1"):
         metrics.get(["f1", "bleu"])
+
+
+def test_unanswerable_questions_score_one_only_for_an_abstention():
+    impossible = Question("q1", "question?", unanswerable=True)
+    assert metrics.exact_match(rec("I don't know."), impossible) == 1.0
+    assert metrics.f1(rec("The documents do not mention it."), impossible) == 1.0
+    assert metrics.exact_match(rec("Paris"), impossible) == 0.0
+    # An abstention on an answerable question is simply wrong.
+    assert metrics.f1(rec("I do not know"), q("Paris")) == 0.0
+    assert metrics.abstained(rec("This is not stated in the documents."), q("x")) == 1.0
+    assert metrics.abstained(rec("Net sales rose 8%."), q("x")) == 0.0
+
+
+def test_retrieval_metrics_on_hand_made_contexts():
+    question = Question("q1", "?", answers=("212 km",), gold_documents=("river.txt",),
+                        evidence=("The Kelvane river is 212 kilometres long.", "Ferries cross it at three towns."))
+    chunks = ("Stars shine.", "Facts: the Kelvane river is 212 kilometres long, they say.", "Bees make honey.")
+    r = QuestionRecord("q1", "rag", "m", "?", "", context_ids=("stars.md#0", "river.txt#0", "orchard.md#3"),
+                       doc_ids=("stars.md", "river.txt", "orchard.md"), retrieved=True)
+    assert metrics.evidence_recall(r, question, chunks) == 0.5  # one of two passages retrieved
+    assert metrics.mrr(r, question, chunks) == 0.5  # found at rank 2
+    assert metrics.doc_precision(r, question, chunks) == pytest.approx(1 / 3)
+    assert metrics.doc_recall(r, question, chunks) == 1.0
+    no_evidence = Question("q1", "?", gold_documents=("orchard.md",))
+    assert metrics.mrr(r, no_evidence, chunks) == pytest.approx(1 / 3)  # by gold document when no evidence
+
+
+def test_lexical_faithfulness_counts_supported_sentences():
+    context = ("The Kelvane river is 212 kilometres long and runs north to the sea.",)
+    answer = rec("The Kelvane river is 212 kilometres long. It is famous for purple dolphins.")
+    assert metrics.faithfulness(answer, q("212 km"), context) == 0.5
 
 
 def test_score_skips_metrics_that_do_not_apply():

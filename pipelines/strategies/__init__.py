@@ -39,6 +39,12 @@ class Corpus:
     def index(self) -> VectorIndex:
         return self._make_index()
 
+    def documents_for(self, question: Question) -> list[Document]:
+        """The documents a question is asked over: its scope, or the whole corpus."""
+        if not question.scope:
+            return self.documents
+        return [self.by_id[d] for d in question.scope]
+
 
 class Strategy:
     name: str = ""

@@ -1,4 +1,5 @@
-"""`full_context`: every document, whole, in file-name order (stable, so providers can cache the prefix)."""
+"""`full_context`: every document (of the question's scope), whole, in corpus order (stable, so providers
+can cache the prefix)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ class FullContext(Strategy):
     name = "full_context"
 
     def build(self, question, corpus: Corpus, budget: int) -> Context:
-        docs = corpus.documents
+        docs = corpus.documents_for(question)
         return Context(
             blocks=tuple(Block(d.doc_id, d.text) for d in docs),
             context_ids=tuple(d.doc_id for d in docs),

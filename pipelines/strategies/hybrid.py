@@ -32,7 +32,7 @@ class Hybrid(Strategy):
 
     def rank(self, question, corpus: Corpus) -> list[tuple[str, float]]:
         per_doc = defaultdict(list)
-        for hit in corpus.index.search(question.text, self.candidates):
+        for hit in corpus.index.search(question.text, self.candidates, question.scope):
             per_doc[hit.chunk.doc_id].append(hit.score)
         ranked = [(doc_id, self.aggregate(s)) for doc_id, s in per_doc.items()]
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))

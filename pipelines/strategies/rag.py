@@ -15,7 +15,7 @@ class Rag(Strategy):
         self.top_k = top_k
 
     def build(self, question, corpus: Corpus, budget: int) -> Context:
-        hits = corpus.index.search(question.text, self.top_k)
+        hits = corpus.index.search(question.text, self.top_k, question.scope)
         return Context(
             blocks=tuple(Block(f"{h.chunk.doc_id} (part {h.chunk.position + 1})", h.chunk.text) for h in hits),
             context_ids=tuple(h.chunk.chunk_id for h in hits),

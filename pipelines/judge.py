@@ -1,0 +1,112 @@
+"""LLM-as-judge: a fixed rubric grades each answer against its reference (correct / partial /
+incorrect -> 1 / 0.5 / 0) and, optionally, which answer sentences the given context supports
+(faithfulness). Any model config can judge; temperature 0; the judge's tokens, cost and latency go in
+their own `judge_*` fields, never mixed with the answer's. Calls go through the response cache and
+the run's budget like any other."""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from pipelines.budget import Budget
+from pipelines.metrics import is_abstention, sentences
+from pipelines.models import cache as response_cache
+from pipelines.models.chat import CallFailed, ChatModel
+from pipelines.prompts import Prompt
+from pipelines.estimate import worst_case_usd
+
+log = logging.getLogger(__name__)
+
+RUBRIC = """You grade an answer to a question against a reference answer.
+Reply with one word:
+correct - the answer says what the reference says (wording may differ; extra correct detail is fine)
+partial - the answer is partly right or leaves out an essential part
+incorrect - the answer is wrong, contradicts the reference, or answers although the reference says the question cannot be answered
+
+Question: {question}
+Reference answer: {reference}
+Answer to grade: {answer}
+Verdict:"""
+NO_REFERENCE = "The documents do not answer this question; the correct response is to say so."
+FAITHFUL = """Context:
+{context}
+
+Answer sentences:
+{sentences}
+
+For each numbered sentence, reply on its own line with "N: yes" if the context supports it or "N: no" if it does not."""
+SCORES = {"correct": 1.0, "partial": 0.5, "partially correct": 0.5, "incorrect": 0.0}
+_VERDICT = re.compile(r"\b(incorrect|partially correct|partial|correct)\b", re.IGNORECASE)
+_LINE = re.compile(r"^\s*(\d+)\s*[:.)-]\s*(yes|no)\b", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_verdict(text: str) -> str | None:
+    found = _VERDICT.search(text or "")
+    return found.group(1).lower().replace("partially correct", "partial") if found else None
+
+
+def parse_support(text: str, n: int) -> float | None:
+    votes = {int(i): v.lower() == "yes" for i, v in _LINE.findall(text or "") if 1 <= int(i) <= n}
+    return sum(votes.values()) / n if len(votes) == n else None
+
+
+class Judge:
+    def __init__(self, model: ChatModel, faithfulness: bool = True):
+        self.model = model
+        self.faithfulness = faithfulness
+
+    def grade_all(self, records, prepared, cache, budget: Budget) -> list:
+        with ThreadPoolExecutor(max_workers=max(1, self.model.max_concurrency)) as pool:
+            return list(pool.map(lambda pair: self.grade(*pair, cache, budget), zip(records, prepared)))
+
+    def grade(self, record, item, cache, budget: Budget):
+        if not record.answered:
+            return record
+        question = item.question
+        reference = NO_REFERENCE if question.unanswerable and not question.answers else (question.answers[0] if question.answers else "")
+        if not reference:
+            return record
+        verdict, record = self._ask(record, RUBRIC.format(question=question.text, reference=reference, answer=record.answer), cache, budget)
+        scores = dict(record.scores)
+        label = parse_verdict(verdict) if verdict is not None else None
+        if label:
+            scores["judge"] = SCORES[label]
+        record = replace(record, judge_label=label or ("unparsed" if verdict is not None else ""), scores=scores)
+        said = sentences(record.answer)
+        if self.faithfulness and item.context and said and not is_abstention(record.answer):
+            listing = "\n".join(f"{i}. {s}" for i, s in enumerate(said, 1))
+            reply, record = self._ask(record, FAITHFUL.format(context="\n\n".join(item.context), sentences=listing), cache, budget)
+            support = parse_support(reply, len(said)) if reply is not None else None
+            if support is not None:
+                record = replace(record, scores={**record.scores, "faithfulness": round(support, 6)})
+        return record
+
+    def _ask(self, record, content: str, cache, budget: Budget):
+        """One judge call; returns (reply or None, record with the judge's usage added)."""
+        messages = [{"role": "user", "content": content}]
+        key = response_cache.key(self.model.endpoint, self.model.request(messages))
+        done = cache.get(key) if cache else None
+        if done is None:
+            worst = worst_case_usd(Prompt(messages, 0, 0, "ok"), self.model)
+            if not budget.reserve(worst):
+                return None, replace(record, judge_error=f"budget.max_usd={budget.max_usd} reached")
+            try:
+                done = self.model.complete(messages)
+            except CallFailed as err:
+                budget.settle(worst, 0.0)
+                log.warning("judge failed on %s: %s", record.question_id, err)
+                return None, replace(record, judge_error=str(err))
+            budget.settle(worst, done.cost_usd)
+            if cache:
+                cache.put(key, done)
+        return done.answer, replace(
+            record,
+            judge_prompt_tokens=record.judge_prompt_tokens + done.usage.input_tokens,
+            judge_completion_tokens=record.judge_completion_tokens + done.usage.output_tokens,
+            judge_cost_usd=record.judge_cost_usd + done.cost_usd,
+            judge_spent_usd=record.judge_spent_usd + (0.0 if done.cached else done.cost_usd),
+            judge_latency_s=round((record.judge_latency_s or 0.0) + done.latency_s, 4),
+        )
