@@ -52,14 +52,15 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         reference=question.answers[0] if question.answers else "",
         gold_documents=question.gold_documents,
     )
+    system = prompt_cfg.system if strategy.system is None else strategy.system
+    template = prompt_cfg.template if strategy.template is None else strategy.template
     try:
-        budget = prompts.context_budget(model.prompt_window, model.tokens_per_cl100k, prompt_cfg.system,
-                                        prompt_cfg.template, question.text, prompt_cfg.question_reserve)
+        budget = prompts.context_budget(model.prompt_window, model.tokens_per_cl100k, system, template,
+                                        question.text, prompt_cfg.question_reserve)
         context = strategy.build(question, corpus, budget)
         record = replace(record, context_ids=context.context_ids, doc_ids=context.doc_ids,
                          retrieval_scores=context.scores, retrieved=context.retrieved)
-        prompt = prompts.build(context, question.text, prompt_cfg.system, prompt_cfg.template, budget,
-                               prompt_cfg.overflow)
+        prompt = prompts.build(context, question.text, system, template, budget, prompt_cfg.overflow)
     except Exception as err:  # recorded on the row, never dropped: the run goes on
         log.debug("question %s: context failed", question.qid, exc_info=True)
         return replace(record, status="error", error=f"context: {type(err).__name__}: {err}"), None, None

@@ -119,7 +119,7 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
-            raise UserError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML") from None
+            raise UserError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML ({getattr(err, 'problem', err)})") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise UserError(f"{path}: expected a list of questions (mappings)")
         return [(n, r) for n, r in enumerate(data, 1)]  # YAML: the position in the list

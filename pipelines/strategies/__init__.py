@@ -49,6 +49,8 @@ class Corpus:
 class Strategy:
     name: str = ""
     uses_index: bool = False
+    system: str | None = None  # replaces prompt.system / prompt.template when a strategy needs its own
+    template: str | None = None
 
     def build(self, question: Question, corpus: Corpus, budget: int) -> Context:
         """Context for one question; `budget` is how many cl100k tokens the model's window leaves."""
