@@ -34,6 +34,7 @@ class QuestionRecord:
     spent_usd: float = 0.0  # what this run paid for it: 0 when served from the response cache
     latency_s: float | None = None  # measured when the answer was produced, kept when cached
     ttft_s: float | None = None
+    started_at: float | None = None  # epoch seconds the call was sent (kept from the first run when cached)
     output_tokens_per_s: float | None = None
     cached: bool = False
     attempts: int = 0  # HTTP requests sent, retries included

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pipelines import embeddings, metrics, prompts, runner, tracking
+from pipelines import embeddings, metrics, prompts, runner, sweep, tracking
 from pipelines.budget import Budget
 from pipelines.errors import UserError
 from pipelines.estimate import estimate
@@ -83,6 +84,9 @@ def run(cfg: DictConfig) -> dict:
         if judge:
             records = judge.grade_all(records, prepared, cache, budget)
         summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
+        if cfg.tracking.traces:
+            active = mlflow.active_run().info
+            tracking.log_traces(records, active.run_id, active.experiment_id)
         if budget.stopped:
             mlflow.set_tag("budget_stopped", f"max_usd={budget.max_usd}")
             log.warning("budget.max_usd=%s reached: %d questions not sent", budget.max_usd, summary["n_skipped"])
@@ -154,7 +158,8 @@ def make_index(cfg: DictConfig, documents) -> VectorIndex:
 
 
 def run_tags(cfg: DictConfig, strategy: str, model: str, dataset) -> dict[str, str]:
-    tags = {"strategy": strategy, "model": model, "dataset": dataset.name, "tags": ",".join(cfg.get("tags") or [])}
+    tags = {"kind": "run", "strategy": strategy, "model": model, "dataset": dataset.name,
+            "tags": ",".join(cfg.get("tags") or [])}
     if dataset.skipped_documents:
         tags["skipped_documents"] = " | ".join(dataset.skipped_documents)[:5000]
     if dataset.skipped_rows:
@@ -162,6 +167,9 @@ def run_tags(cfg: DictConfig, strategy: str, model: str, dataset) -> dict[str, s
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode.name == "MULTIRUN":
         tags["sweep_dir"] = hydra_cfg.sweep.dir  # groups the runs of one sweep
+        parent = os.environ.get(sweep.PARENT)
+        if parent and os.environ.get(sweep.PARENT_EXPERIMENT) == mlflow.active_run().info.experiment_id:
+            tags["mlflow.parentRunId"] = parent  # nested under the sweep's run in the UI
     return tags
 
 

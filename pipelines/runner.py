@@ -119,5 +119,5 @@ def _filled(record: QuestionRecord, done: Completion) -> QuestionRecord:
         cost_usd=done.cost_usd, spent_usd=0.0 if done.cached else done.cost_usd, latency_s=round(done.latency_s, 4),
         ttft_s=None if done.ttft_s is None else round(done.ttft_s, 4),
         output_tokens_per_s=round(u.output_tokens / generating, 2) if u.output_tokens and generating > 0 else None,
-        cached=done.cached, attempts=done.attempts, attempt_log=done.attempt_log, finish_reason=done.finish_reason,
+        cached=done.cached, started_at=done.started_at or None, attempts=done.attempts, attempt_log=done.attempt_log, finish_reason=done.finish_reason,
     )

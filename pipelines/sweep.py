@@ -1,9 +1,16 @@
-"""A Hydra callback that prints one table for the whole sweep when it ends: the estimate of every
-(strategy, model) in a dry run, the measured results otherwise."""
+"""A Hydra callback for sweeps: a parent MLflow run that groups the sweep's runs in the UI, and one
+table for the whole sweep at the end (the estimate of every (strategy, model) in a dry run, the
+measured results otherwise), printed and logged on the parent run."""
 
 from __future__ import annotations
 
+import os
+
+import mlflow
 from hydra.experimental.callback import Callback
+
+PARENT = "PIPELINES_PARENT_RUN_ID"  # read by pipelines.run; env, so joblib workers inherit it
+PARENT_EXPERIMENT = "PIPELINES_PARENT_EXPERIMENT_ID"
 
 ESTIMATE = [("strategy", "{}"), ("model", "{}"), ("questions", "{}"), ("calls", "{}"), ("cached", "{}"),
             ("input_miss", "{:,}"), ("input_hit", "{:,}"), ("output", "{:,}"), ("usd", "${:.4f}")]
@@ -16,21 +23,50 @@ class SweepSummary(Callback):
     def __init__(self):
         self.rows: list[dict] = []
 
+        self.parent_id: str | None = None
+        self.failed = 0
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if config.run.dry_run:
+            return
+        from pipelines import tracking
+
+        experiment_id = tracking.use_experiment(config.tracking.uri, config.tracking.experiment)
+        parent = mlflow.MlflowClient().create_run(
+            experiment_id, run_name=f"sweep {os.path.basename(config.hydra.sweep.dir)}",
+            tags={"kind": "sweep", "sweep_dir": config.hydra.sweep.dir, "dataset": config.dataset.name})
+        self.parent_id = parent.info.run_id
+        os.environ[PARENT], os.environ[PARENT_EXPERIMENT] = self.parent_id, experiment_id
+
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if job_return.status.name == "COMPLETED" and isinstance(job_return.return_value, dict):
             self.rows.append(job_return.return_value)
+        elif job_return.status.name != "COMPLETED":
+            self.failed += 1
 
     def on_run_end(self, config, **kwargs) -> None:
         self._print()
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        self._print()
+        text = self._print()
+        if self.parent_id:
+            client = mlflow.MlflowClient()
+            if text:
+                client.log_text(self.parent_id, text, "sweep_summary.txt")
+            client.set_tag(self.parent_id, "jobs", f"{len(self.rows)} finished, {self.failed} failed")
+            client.set_terminated(self.parent_id, "FAILED" if self.failed else "FINISHED")
+            os.environ.pop(PARENT, None)
+            os.environ.pop(PARENT_EXPERIMENT, None)
 
-    def _print(self) -> None:
+    def _print(self) -> str:
+        tables = []
         for kind, columns in (("estimate", ESTIMATE), ("result", RESULT)):
             rows = [r for r in self.rows if r.get("kind") == kind]
             if rows:
-                print(render(rows, columns, total="usd" if kind == "estimate" else "spent_usd_total"))
+                tables.append(render(rows, columns, total="usd" if kind == "estimate" else "spent_usd_total"))
+        if tables:
+            print("\n\n".join(tables))
+        return "\n\n".join(tables)
 
 
 def render(rows: list[dict], columns, total: str) -> str:

@@ -107,3 +107,29 @@ def log_results(records: list[QuestionRecord], metrics: list[Metric], wall_s: fl
     mlflow.log_table(table, artifact_file="questions.json")
     mlflow.log_text(pd.DataFrame(table).to_csv(index=False), "questions.csv")  # for spreadsheets
     return summary
+
+
+def log_traces(records: list[QuestionRecord], run_id: str, experiment_id: str) -> int:
+    """One MLflow trace per answered question: an LLM span with its tokens, cost and latency, linked
+    to the run, so the UI's Traces tab shows every call. Returns how many were logged."""
+    client = mlflow.MlflowClient()
+    logged = 0
+    for r in records:
+        if r.started_at is None or r.latency_s is None:
+            continue
+        start_ns = int(r.started_at * 1e9)
+        span = client.start_trace(
+            name=f"{r.strategy}·{r.model}", span_type="LLM", experiment_id=experiment_id, run_id=run_id,
+            start_time_ns=start_ns, inputs={"question_id": r.question_id, "question": r.question,
+                                            "context_ids": list(r.context_ids)},
+            attributes={"model": r.model, "strategy": r.strategy, "cached": r.cached},
+            tags={"question_id": r.question_id, "strategy": r.strategy, "model": r.model})
+        client.end_trace(
+            span.trace_id, outputs={"answer": r.answer, "status": r.status},
+            attributes={"prompt_tokens": r.prompt_tokens, "cache_hit_tokens": r.cache_hit_tokens,
+                        "completion_tokens": r.completion_tokens, "reasoning_tokens": r.reasoning_tokens,
+                        "cost_usd": r.cost_usd, "latency_s": r.latency_s, "ttft_s": r.ttft_s,
+                        "attempts": r.attempts, "judge_cost_usd": r.judge_cost_usd},
+            end_time_ns=start_ns + int(r.latency_s * 1e9))
+        logged += 1
+    return logged

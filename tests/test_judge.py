@@ -45,7 +45,7 @@ def test_judge_scores_and_costs_are_kept_apart(corpus, tmp_path):
         judge_calls = len(judge_server.requests)
     assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
-    [run] = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
+    [run] = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.kind = 'run'", output_format="list")
     rows = table(run)
     river, orchard = rows[1], rows[0]
     assert river["judge_label"] == "correct" and river["judge"] == 1.0
@@ -70,7 +70,7 @@ def test_other_datasets_give_the_same_mlflow_layout(dataset, tmp_path):
                               cwd=tmp_path, env={"PWD": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
-    [run] = mlflow.search_runs(experiment_names=[dataset], output_format="list")
+    [run] = mlflow.search_runs(experiment_names=[dataset], filter_string="tags.kind = 'run'", output_format="list")
     m = run.data.metrics
     assert m["questions"] == 2 and m["n_ok"] == 2
     for key in ("exact_match", "f1", "exact_match_ci_low", "cost_usd_total", "latency_p50_s", "prompt_tokens_total"):

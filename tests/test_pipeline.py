@@ -26,8 +26,10 @@ def fake_model_overrides(server: FakeOpenAI, **prices) -> list[str]:
 
 
 def runs_of(workdir, experiment="tiny"):
+    """The runs of (strategy, model) configurations, without a sweep's parent run."""
     mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
-    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    return [r for r in runs if r.data.tags.get("kind") != "sweep"]
 
 
 def table(run) -> dict:
@@ -160,3 +162,28 @@ def test_crash_inside_a_run_marks_it_failed(corpus, tmp_path, monkeypatch):
             run_module.run(cfg)
     [run] = runs_of(tmp_path)
     assert run.info.status == "FAILED"
+
+
+def test_each_call_is_an_mlflow_trace_with_usage_and_cost(sweep):
+    workdir, _, _ = sweep
+    run = next(r for r in runs_of(workdir) if r.data.tags["strategy"] == "rag")
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 3  # the three answered questions; the failed call has no response to trace
+    rows = {r["question_id"]: r for r in table(run)}
+    for trace in traces:
+        [span] = trace.data.spans
+        row = rows[span.inputs["question_id"]]
+        assert span.attributes["prompt_tokens"] == row["prompt_tokens"]
+        assert span.attributes["cost_usd"] == pytest.approx(row["cost_usd"])
+        assert (span.end_time_ns - span.start_time_ns) / 1e9 == pytest.approx(row["latency_s"], abs=1e-3)
+
+
+def test_sweep_runs_are_grouped_under_a_parent_run(sweep):
+    workdir, _, _ = sweep
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    [parent] = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.kind = 'sweep'", output_format="list")
+    children = [r for r in runs_of(workdir) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["strategy"] for r in children) == ["full_context", "hybrid", "rag"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "3 finished, 0 failed"
+    summary = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/sweep_summary.txt")
+    assert summary.splitlines()[0].split()[:3] == ["strategy", "model", "questions"]

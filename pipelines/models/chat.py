@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipelines.errors import UserError
 from pipelines.models.usage import Prices, Usage, cost_usd
@@ -34,6 +34,7 @@ class Completion:
     attempts: int = 1  # HTTP requests sent, retries included
     attempt_log: str = ""  # status of each attempt, e.g. "429 500 200"; "x" for no response
     cached: bool = False  # served from the response cache: no call, nothing paid
+    started_at: float = 0.0  # epoch seconds when the call was sent (for trace spans)
 
 
 class CallFailed(Exception):
@@ -122,10 +123,9 @@ class ChatModel:
         token = _attempts.set(attempts)
         try:
             with _limit(self.provider, self.base_url, self.max_concurrency):
-                start = time.perf_counter()
-                if self.stream:
-                    return self._streamed(client, messages, start, attempts)
-                return self._whole(client, messages, start, attempts)
+                started_at, start = time.time(), time.perf_counter()
+                call = self._streamed if self.stream else self._whole
+                return replace(call(client, messages, start, attempts), started_at=started_at)
         except Exception as err:
             raise CallFailed(err, len(attempts), " ".join(attempts)) from err
         finally:
