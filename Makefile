@@ -5,15 +5,26 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test setup
+.PHONY: run test setup browser report
 
 run: setup
 	$(PY) -m pipelines.run
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
+report: setup
+	$(PY) -m pipelines.report
+
 setup: .venv/.installed
+
+# Debian's Chromium for the two browser tests (MLflow UI, report page); as root it is installed,
+# otherwise those two tests are skipped and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: the browser tests will be skipped"; fi; }
 
 # torch==2.13.0 first: it is a CPU wheel already on disk, while an unpinned torch pulled in by
 # sentence-transformers would download several GB of CUDA packages.

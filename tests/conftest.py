@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -66,3 +67,48 @@ def run_pipeline(args: list[str], cwd: Path, env: dict | None = None, timeout: i
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "pipelines.run", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+ANSWERS = {"Zorbex": "4,812 apples", "Kelvane": "212 kilometres", "Velmora": "310 light years"}
+
+
+def scripted(question: str) -> str:
+    return next((a for key, a in ANSWERS.items() if key in question), "I do not know")
+
+
+def fake_model_overrides(server, **prices) -> list[str]:
+    """Point the default model config at a scripted local server."""
+    return [
+        "model.name=fake", "model.model_id=fake-1", f"model.base_url={server.base_url}", "model.local_server=null",
+        "model.max_retries=0", "model.context_window=4096", "model.tokens_per_cl100k=1.0",
+        *[f"model.prices.{k}={v}" for k, v in prices.items()],
+    ]
+
+
+def table(run) -> list[dict]:
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="questions.json")
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [dict(zip(data["columns"], row)) for row in data["data"]]
+
+
+@pytest.fixture(scope="session")
+def fake_sweep(tmp_path_factory):
+    """The default three-strategy sweep over the tiny corpus against a scripted server, run once per
+    session: (workdir with mlruns/, the process result, the request bodies the server got)."""
+    from pipelines.fake_server import FakeOpenAI
+
+    workdir = tmp_path_factory.mktemp("work")
+    corpus = workdir / "corpus"
+    (corpus / "docs").mkdir(parents=True)
+    for name, text in DOCS.items():
+        (corpus / "docs" / name).write_text(text, encoding="utf-8")
+    write_questions(corpus / "questions.csv", QUESTIONS + [("Please FAIL on this one", "*stars*", "x")])
+    with FakeOpenAI(scripted, cache_hit_tokens=50) as server:
+        result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(
+            server, input_cache_miss=0.28, input_cache_hit=0.028, output=0.42),
+            "run.limit=null", "retrieval.top_k=2", "index.chunk_size=64", "index.chunk_overlap=8"], cwd=workdir)
+        requests = list(server.requests)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result, requests

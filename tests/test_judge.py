@@ -4,11 +4,10 @@ run against two scripted servers (the answering model and the judge, priced diff
 import mlflow
 import pytest
 
-from conftest import dataset_overrides, run_pipeline
+from conftest import dataset_overrides, fake_model_overrides, run_pipeline, table
 from pipelines import tracking
 from pipelines.fake_server import FakeOpenAI
 from pipelines.judge import parse_support, parse_verdict
-from test_pipeline import fake_model_overrides, table
 
 
 @pytest.mark.parametrize("reply, label", [

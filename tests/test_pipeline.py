@@ -1,29 +1,13 @@
 """The whole job as a user runs it (`python -m pipelines.run`), against a scripted local
 OpenAI-compatible server, read back through the MLflow API."""
 
-import json
 
 import mlflow
 import pytest
 
-from conftest import dataset_overrides, run_pipeline
+from conftest import dataset_overrides, fake_model_overrides, scripted, table
 from pipelines.fake_server import FakeOpenAI
 from pipelines import tracking
-
-ANSWERS = {"Zorbex": "4,812 apples", "Kelvane": "212 kilometres", "Velmora": "310 light years"}
-
-
-def scripted(question: str) -> str:
-    return next((a for key, a in ANSWERS.items() if key in question), "I do not know")
-
-
-def fake_model_overrides(server: FakeOpenAI, **prices) -> list[str]:
-    return [
-        "model.name=fake", "model.model_id=fake-1", f"model.base_url={server.base_url}", "model.local_server=null",
-        "model.max_retries=0", "model.context_window=4096", "model.tokens_per_cl100k=1.0",
-        *[f"model.prices.{k}={v}" for k, v in prices.items()],
-    ]
-
 
 def runs_of(workdir, experiment="tiny"):
     """The runs of (strategy, model) configurations, without a sweep's parent run."""
@@ -32,30 +16,9 @@ def runs_of(workdir, experiment="tiny"):
     return [r for r in runs if r.data.tags.get("kind") != "sweep"]
 
 
-def table(run) -> dict:
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="questions.json")
-    data = json.load(open(path))
-    return [dict(zip(data["columns"], row)) for row in data["data"]]
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """The default three-strategy sweep over the tiny corpus; one run of the pipeline for several tests."""
-    workdir = tmp_path_factory.mktemp("work")
-    from conftest import DOCS, QUESTIONS, write_questions
-
-    corpus = workdir / "corpus"
-    (corpus / "docs").mkdir(parents=True)
-    for name, text in DOCS.items():
-        (corpus / "docs" / name).write_text(text, encoding="utf-8")
-    write_questions(corpus / "questions.csv", QUESTIONS + [("Please FAIL on this one", "*stars*", "x")])
-    with FakeOpenAI(scripted, cache_hit_tokens=50) as server:
-        result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(
-            server, input_cache_miss=0.28, input_cache_hit=0.028, output=0.42),
-            "run.limit=null", "retrieval.top_k=2", "index.chunk_size=64", "index.chunk_overlap=8"], cwd=workdir)
-        requests = list(server.requests)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir, result, requests
+def sweep(fake_sweep):
+    return fake_sweep
 
 
 def test_default_sweep_makes_one_finished_run_per_strategy(sweep):

@@ -1,0 +1,87 @@
+"""The report command on a store made by a small offline run, and the projection's arithmetic."""
+
+import csv
+import re
+
+import mlflow
+import pytest
+
+from pipelines import charts, projection, report, tracking
+
+DEEPSEEK = projection.Pricing("deepseek-chat", 0.28, 0.028, 0.42, 131072, 1024, 1.1, True)
+CLAUDE = projection.Pricing("claude-sonnet-4-5", 3.0, 0.30, 15.0, 200000, 1024, 1.2, False)
+
+
+@pytest.fixture(scope="module")
+def built(fake_sweep, tmp_path_factory):
+    workdir, _, _ = fake_sweep
+    out = tmp_path_factory.mktemp("report") / "tiny"
+    report.main(["--experiment", "tiny", "--tracking", str(workdir / "mlruns"), "--out", str(out)])
+    return workdir, out
+
+
+def test_report_folder_has_markdown_html_charts_and_tables(built):
+    _, out = built
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "report.html", "summary.csv", "per_question.csv", "break_even.csv",
+            "cost_per_configuration.png", "response_time.png", "token_usage.png", "cost_vs_time.png",
+            "quality_vs_cost.png", "latency_distribution.png", "break_even.png"} <= names
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    md = (out / "report.md").read_text()
+    for heading in ("## Highlights", "## Summary", "## Charts", "## Paired differences", "## Per question",
+                    "## Break-even projection"):
+        assert heading in md
+
+
+def test_summary_numbers_are_the_runs_numbers(built):
+    workdir, out = built
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    runs = {r.data.tags["strategy"]: r.data.metrics for r in
+            mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.kind = 'run'", output_format="list")}
+    rows = {r["configuration"].split("·")[0]: r for r in csv.DictReader((out / "summary.csv").open())}
+    for strategy, m in runs.items():
+        row = rows[strategy]
+        assert float(row["USD / question"]) == pytest.approx(m["cost_usd_per_question"], abs=1e-6)
+        assert float(row["USD / 1k questions"]) == pytest.approx(m["cost_usd_per_question"] * 1000, abs=0.01)
+        low, high = map(float, re.findall(r"[\d.]+", row["f1"].split("[")[1]))
+        assert (low, high) == (pytest.approx(m["f1_ci_low"], abs=1e-3), pytest.approx(m["f1_ci_high"], abs=1e-3))
+        assert int(row["failed"]) == m["n_error"] == 1
+
+
+def test_per_question_names_the_cheapest_correct_configuration(built):
+    _, out = built
+    rows = list(csv.DictReader((out / "per_question.csv").open()))
+    assert [r["question_id"] for r in rows] == ["q0001", "q0002", "q0003", "q0004"]
+    assert rows[0]["cheapest correct"].startswith("rag·")  # rag's prompt is the smallest, so its answer the cheapest
+    assert rows[3]["cheapest correct"] == "none"  # the failed question
+
+
+def test_report_is_logged_back_to_mlflow(built):
+    workdir, _ = built
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    [run] = mlflow.search_runs(experiment_names=["tiny"], filter_string="tags.kind = 'report'", output_format="list")
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "report")}
+    assert "report/report.html" in names and "report/break_even.png" in names
+
+
+def test_projection_hand_checked():
+    full = projection.Profile("full_context", 50_000, 50_000, 100, 200)
+    rag = projection.Profile("rag", 1280, 50_000, 100, 200)
+    # 100k corpus on DeepSeek: the corpus is a cached prefix (hit price), the 100 other tokens miss.
+    usd, fits = projection.cost_per_question(full, DEEPSEEK, 100_000)
+    assert fits and usd == pytest.approx((110 * 0.28 + 110_000 * 0.028 + 200 * 0.42) / 1e6)
+    assert projection.cost_per_question(rag, DEEPSEEK, 100_000)[0] == pytest.approx((1518 * 0.28 + 200 * 0.42) / 1e6)
+    # No prefix caching on the compatible Claude endpoint: every token at the miss price.
+    assert projection.cost_per_question(full, CLAUDE, 100_000)[0] == pytest.approx((100_100 * 1.2 * 3 + 200 * 15) / 1e6)
+    # Full context stops fitting DeepSeek's window at (131072 - 1024) / 1.1 - 100 tokens of corpus.
+    assert projection.fit_limit(full, DEEPSEEK) == pytest.approx(118_125.45, abs=0.01)
+    assert projection.cost_per_question(full, DEEPSEEK, 500_000)[1] is False
+    hybrid = projection.Profile("hybrid", 25_000, 50_000, 100, 200, token_budget=40_000)
+    assert projection.context_at(hybrid, 60_000) == 30_000 and projection.context_at(hybrid, 1_000_000) == 40_000
+
+
+def test_pareto_front():
+    configs = [{"label": "a", "c": 1.0, "q": 0.5}, {"label": "b", "c": 2.0, "q": 0.4}, {"label": "c", "c": 3.0, "q": 0.9},
+               {"label": "d", "c": 0.5, "q": 0.2}]
+    assert [c["label"] for c in charts.pareto_front(configs, "c", "q")] == ["d", "a", "c"]

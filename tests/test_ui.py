@@ -1,0 +1,95 @@
+"""What a person sees: the MLflow UI over a store from a small offline run, and the report page,
+rendered by headless Chromium (Debian's `chromium`, installed by `make setup`). Screenshots go to
+test-output/ for a person to look at."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from pipelines import report, tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make setup installs it as root)")
+
+
+def chromium(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
+    """The page's DOM after its scripts ran (virtual time lets the single-page app fetch its data)."""
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1600,1100", "--virtual-time-budget=20000"]
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    if screenshot:
+        screenshot.parent.mkdir(exist_ok=True)
+        subprocess.run(flags + [f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+        assert screenshot.stat().st_size > 10_000
+    return dom
+
+
+@pytest.fixture
+def mlflow_server(fake_sweep):
+    workdir, _, _ = fake_sweep
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = tracking.tracking_uri(str(workdir / "mlruns"))
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield url, store
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_mlflow_ui_shows_the_sweep_and_lines_runs_up_with_their_metrics(mlflow_server, tmp_path):
+    url, store = mlflow_server
+    mlflow.set_tracking_uri(store)
+    experiment = mlflow.get_experiment_by_name("tiny").experiment_id
+    runs = mlflow.search_runs(experiment_ids=[experiment], filter_string="tags.kind = 'run'", output_format="list")
+    listing = chromium(f"{url}/#/experiments/{experiment}/runs", tmp_path, SHOTS / "mlflow_runs.png")
+    assert "sweep " in listing  # the sweep's parent run, its three runs nested under it
+    ids = urllib.parse.quote(json.dumps([r.info.run_id for r in runs]))
+    compare = chromium(f"{url}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D", tmp_path,
+                       SHOTS / "mlflow_compare.png")
+    for name in ("rag·fake", "hybrid·fake", "full_context·fake"):
+        assert name in compare
+    # The metrics table is virtualised: the first rows (alphabetical) are in the DOM.
+    for metric in ("cost_usd_total", "completion_tokens_total", "cache_hit_tokens_total"):
+        assert metric in compare
+
+
+def test_report_page_renders_with_every_image_and_the_summary(fake_sweep, tmp_path):
+    workdir, _, _ = fake_sweep
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    out = report.build("tiny", tmp_path / "report")
+    page = (out / "report.html").read_text()
+    # Count, in the browser, the images that decoded (naturalWidth > 0).
+    probe = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "document.body.dataset.total=i.length;document.body.dataset.loaded=i.filter(x=>x.complete&&x.naturalWidth>0).length;})</script>")
+    (out / "probe.html").write_text(page.replace("</body>", probe + "</body>"))
+    dom = chromium((out / "probe.html").as_uri(), tmp_path, SHOTS / "report.png")
+    total = int(dom.split('data-total="')[1].split('"')[0])
+    loaded = int(dom.split('data-loaded="')[1].split('"')[0])
+    assert total == 7 and loaded == total  # six charts and the break-even projection
+    assert "<h2>Summary</h2>" in dom and "rag·fake" in dom and "USD / 1k questions" in dom
