@@ -4,6 +4,7 @@ once across runs, strategies and sweeps."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -51,11 +52,16 @@ class VectorIndex:
         self.key = _index_key(documents, chunk_size, chunk_overlap, model_name)
         self.chunks = split(documents, chunk_size, chunk_overlap)
         self.by_id = {c.chunk_id: c for c in self.chunks}
-        self.collection = _open_collection(Path(cache_dir) / "chroma", f"chunks-{self.key}")
-        if self.collection.metadata.get("complete") is not True:
-            self._build()
-        else:
-            log.info("index %s: %d chunks from cache", self.key, len(self.chunks))
+        path = Path(cache_dir) / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        # Parallel sweep jobs (joblib launcher) share the cache: one builds, the others wait and reuse.
+        with open(path / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.collection = _open_collection(path, f"chunks-{self.key}")
+            if self.collection.metadata.get("complete") is not True:
+                self._build()
+            else:
+                log.info("index %s: %d chunks from cache", self.key, len(self.chunks))
 
     def _build(self) -> None:
         log.info("index %s: embedding %d chunks", self.key, len(self.chunks))

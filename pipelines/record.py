@@ -20,6 +20,8 @@ class QuestionRecord:
     context_ids: tuple[str, ...] = ()
     doc_ids: tuple[str, ...] = ()
     retrieved: bool = False  # doc_ids were chosen by retrieval (rag, hybrid), not "all of them"
+    route: str = ""  # self_route: "rag", or the fallback strategy the question went on to
+    fallback_context_tokens: int = 0  # self_route: context tokens the fallback would send (the saving's base)
     retrieval_scores: tuple[float, ...] = ()
     gold_documents: tuple[str, ...] = ()
     context_tokens: int = 0  # cl100k tokens of context sent

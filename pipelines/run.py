@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import time
 from dataclasses import asdict
@@ -52,12 +53,15 @@ def run(cfg: DictConfig) -> dict:
     metric_list = metrics.get(list(cfg.metrics) + (["judge"] if judge and "judge" not in cfg.metrics else []))
     check_settings(cfg)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
-    questions = dataset.questions[: cfg.run.limit] if cfg.run.limit else dataset.questions
+    questions = list(dataset.questions)
+    if cfg.run.shuffle_seed is not None:
+        random.Random(cfg.run.shuffle_seed).shuffle(questions)  # the same sample on every machine
+    questions = questions[: cfg.run.limit] if cfg.run.limit else questions
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
     cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
-    prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache)
+    prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache, cfg.budget.context_tokens)
     guess = estimate([p.prompt for p in prepared], [bool(cache and cache.get(p.cache_key)) for p in prepared], model)
     row = {"strategy": strategy.name, "model": model.name, "questions": len(questions), **asdict(guess)}
     log.info("%s · %s: %d questions, %d calls (%d cached), about %s input + %s output tokens, estimated $%.4f",

@@ -19,6 +19,7 @@ from pipelines.models.chat import CallFailed, ChatModel, Completion
 from pipelines.prompts import Prompt
 from pipelines.record import QuestionRecord
 from pipelines.strategies import Corpus, Strategy
+from pipelines.strategies.self_route import SelfRoute
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,32 @@ class Prepared:
     prompt: Prompt | None  # None when nothing is to be sent (skipped, or the context failed)
     cache_key: str = ""
     context: tuple[str, ...] | None = None  # the texts the strategy chose, for retrieval metrics
+    fallback: "Prepared | None" = None  # self_route: the second route, sent only if the first declines
 
 
 def prepare_all(questions: list[Question], strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg,
-                cache: response_cache.ResponseCache | None) -> list[Prepared]:
+                cache: response_cache.ResponseCache | None, context_tokens: int | None = None) -> list[Prepared]:
     out = []
     for question in questions:
-        record, prompt, context = prepare(question, strategy, corpus, model, prompt_cfg)
-        key = response_cache.key(model.endpoint, model.request(prompt.messages)) if prompt else ""
-        texts = tuple(b.text for b in context.blocks) if context else None
-        out.append(Prepared(question, record, prompt, key, texts))
+        first = _prepared(question, strategy, corpus, model, prompt_cfg, context_tokens)
+        if isinstance(strategy, SelfRoute):
+            second = _prepared(question, strategy.fallback, corpus, model, prompt_cfg, context_tokens)
+            first = replace(first, record=replace(first.record, route="rag"), fallback=second)
+        out.append(first)
     return out
 
 
-def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg):
+def _prepared(question, strategy, corpus, model, prompt_cfg, context_tokens) -> Prepared:
+    record, prompt, context = prepare(question, strategy, corpus, model, prompt_cfg, context_tokens)
+    key = response_cache.key(model.endpoint, model.request(prompt.messages)) if prompt else ""
+    texts = tuple(b.text for b in context.blocks) if context else None
+    return Prepared(question, record, prompt, key, texts)
+
+
+def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg,
+            context_tokens: int | None = None):
+    """The record and prompt for one question; `context_tokens` is a matched budget every strategy
+    fills at most (full context is cut to it with prompt.overflow)."""
     record = QuestionRecord(
         question_id=question.qid,
         strategy=strategy.name,
@@ -53,10 +66,14 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         gold_documents=question.gold_documents,
     )
     system = prompt_cfg.system if strategy.system is None else strategy.system
+    if isinstance(strategy, SelfRoute):
+        system = f"{system} {strategy.instruction}"
     template = prompt_cfg.template if strategy.template is None else strategy.template
     try:
         budget = prompts.context_budget(model.prompt_window, model.tokens_per_cl100k, system, template,
                                         question.text, prompt_cfg.question_reserve)
+        if context_tokens:
+            budget = min(budget, context_tokens)
         context = strategy.build(question, corpus, budget)
         record = replace(record, context_ids=context.context_ids, doc_ids=context.doc_ids,
                          retrieval_scores=context.scores, retrieved=context.retrieved)
@@ -78,14 +95,40 @@ def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[met
     records: list[QuestionRecord | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=label, unit="q", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
-        futures = {pool.submit(_answer, item, model, cache, budget): i for i, item in enumerate(prepared)}
+        futures = {pool.submit(_routed, item, model, cache, budget): i for i, item in enumerate(prepared)}
         for future in as_completed(futures):
             i = futures[future]
             records[i] = future.result()
             bar.update()
             bar.set_postfix(spent=f"${budget.spent:.4f}", failed=sum(r is not None and r.status == "error" for r in records))
     bar.close()
-    return [replace(r, scores=metrics.score(r, item.question, metric_list, item.context)) for r, item in zip(records, prepared)]
+    return [replace(r, scores=metrics.score(r, item.question, metric_list, _context_of(r, item))) for r, item in zip(records, prepared)]
+
+
+def _context_of(record: QuestionRecord, item: Prepared):
+    return item.fallback.context if record.route not in ("", "rag") and item.fallback else item.context
+
+
+def _routed(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
+    """One call, or for self_route a second one when the first declines; usage and latency add up."""
+    first = _answer(item, model, cache, budget)
+    if item.fallback is None:
+        return first
+    fallback_tokens = item.fallback.record.context_tokens  # what full context on every question would send
+    if first.status == "error" or not SelfRoute.declined(first.answer):
+        return replace(first, fallback_context_tokens=fallback_tokens)
+    second = _answer(item.fallback, model, cache, budget)
+    return replace(
+        second, route=item.fallback.record.strategy, fallback_context_tokens=fallback_tokens,
+        context_tokens=first.context_tokens + second.context_tokens,
+        prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+        cache_hit_tokens=first.cache_hit_tokens + second.cache_hit_tokens,
+        completion_tokens=first.completion_tokens + second.completion_tokens,
+        reasoning_tokens=first.reasoning_tokens + second.reasoning_tokens,
+        cost_usd=first.cost_usd + second.cost_usd, spent_usd=first.spent_usd + second.spent_usd,
+        latency_s=None if second.latency_s is None else round((first.latency_s or 0) + second.latency_s, 4),
+        attempts=first.attempts + second.attempts, attempt_log=f"{first.attempt_log} | {second.attempt_log}".strip(" |"),
+        strategy=first.strategy, question_id=first.question_id)
 
 
 def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:

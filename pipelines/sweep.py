@@ -48,6 +48,8 @@ class SweepSummary(Callback):
         self._print()
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        if self.parent_id and not self.rows:
+            self.rows = self._children()  # jobs ran in other processes (joblib launcher)
         text = self._print()
         if self.parent_id:
             client = mlflow.MlflowClient()
@@ -57,6 +59,12 @@ class SweepSummary(Callback):
             client.set_terminated(self.parent_id, "FAILED" if self.failed else "FINISHED")
             os.environ.pop(PARENT, None)
             os.environ.pop(PARENT_EXPERIMENT, None)
+
+    def _children(self) -> list[dict]:
+        runs = mlflow.search_runs(experiment_ids=[os.environ[PARENT_EXPERIMENT]], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'")
+        return [{"kind": "result", "strategy": r.data.tags.get("strategy"), "model": r.data.tags.get("model"),
+                 **r.data.metrics} for r in sorted(runs, key=lambda r: r.info.start_time)]
 
     def _print(self) -> str:
         tables = []

@@ -89,6 +89,12 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
     for field in ("prompt_tokens", "cache_hit_tokens", "completion_tokens", "reasoning_tokens", "context_tokens",
                   "dropped_tokens", "judge_prompt_tokens", "judge_completion_tokens"):
         out[f"{field}_total"] = sum(getattr(r, field) for r in records)
+    routed = [r for r in records if r.route]
+    if routed:
+        out["routed_share"] = sum(r.route != "rag" for r in routed) / len(routed)
+        # Against sending the fallback's context on every question: the context tokens not sent
+        # (a routed question sent both routes' contexts).
+        out["context_tokens_saved_vs_fallback"] = sum(r.fallback_context_tokens - r.context_tokens for r in routed)
     if any(r.judge_latency_s is not None for r in records):
         out["judge_cost_usd_total"] = sum(r.judge_cost_usd for r in records)
         out["judge_spent_usd_total"] = sum(r.judge_spent_usd for r in records)

@@ -49,11 +49,26 @@ def test_generic_host_prices_default_the_hit_price_to_the_miss_price():
 
 
 @pytest.mark.parametrize("name", options("experiment") + options("debug"))
-def test_each_preset_composes(name):
+def test_each_preset_composes_and_builds(name):
     group = "experiment" if (CONF / "experiment" / f"{name}.yaml").exists() else "debug"
-    cfg = compose_with(f"{group}={name}")
-    assert instantiate(cfg.strategy).name == "rag"
-    assert cfg.dataset.name == "sec10q_apple"
+    with initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("config", [f"{group}={name}"], return_hydra_config=True)
+    # Every strategy the preset sweeps builds with the preset's settings.
+    swept = str(cfg.hydra.sweeper.params.get("strategy", "rag")).split(",")
+    for strategy in swept:
+        with initialize_config_module("conf", version_base="1.3"):
+            job = compose("config", [f"{group}={name}", f"strategy={strategy}"])
+        assert instantiate(job.strategy, _convert_="all").name == strategy
+        assert instantiate(job.dataset).name == job.dataset.name
+
+
+def test_lara_preset_sweeps_budgets_orders_and_four_strategies():
+    with initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("config", ["experiment=lara_budget_sweep"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params.strategy == "rag,hybrid,full_context,self_route"
+    assert params["retrieval.order"] == "relevance,document" and params["budget.context_tokens"] == "1000,2000,4000,8000"
+    assert cfg.dataset.name == "lara_paper" and cfg.run.shuffle_seed == 0
 
 
 def test_default_config_sweeps_the_three_strategies():

@@ -20,6 +20,7 @@ class Question:
     evidence: tuple[str, ...] = ()  # passages that hold the answer, when known
     unanswerable: bool = False  # the documents do not hold the answer: abstaining is correct
     scope: tuple[str, ...] = ()  # doc_ids the question is asked over; empty = the whole corpus
+    filters: tuple[str, ...] = ()  # metadata given with the question (e.g. "2023_Q3"), for prefilter=metadata
     meta: dict = field(default_factory=dict, compare=False)
 
 

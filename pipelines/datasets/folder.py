@@ -18,7 +18,7 @@ from pipelines.documents import load_documents
 from pipelines.errors import UserError
 
 log = logging.getLogger(__name__)
-FIELDS = {"question", "answer", "answers", "gold_documents", "evidence", "unanswerable", "id"}
+FIELDS = {"question", "answer", "answers", "gold_documents", "evidence", "unanswerable", "id", "filters"}
 
 
 class Folder:
@@ -59,7 +59,7 @@ class Folder:
             flag = flag.strip().lower() in ("true", "1", "yes")
         return Question(qid=str(row.get("id") or f"q{line:04d}"), text=text.strip(), answers=tuple(answers),
                         gold_documents=gold, evidence=tuple(as_list(row.get("evidence"), where, "evidence")),
-                        unanswerable=bool(flag))
+                        unanswerable=bool(flag), filters=tuple(as_list(row.get("filters"), where, "filters")))
 
 
 def as_list(value, where: str, field: str) -> list[str]:
@@ -77,7 +77,7 @@ def as_list(value, where: str, field: str) -> list[str]:
         except json.JSONDecodeError:
             raise RowError(where, field, "expected a JSON list of strings") from None
         return as_list(parsed if isinstance(parsed, list) else [value], where, field)
-    if field in ("gold_documents", "evidence") and ";" in value:
+    if field in ("gold_documents", "evidence", "filters") and ";" in value:
         return [v.strip() for v in value.split(";") if v.strip()]
     return [value]
 

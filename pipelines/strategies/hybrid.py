@@ -1,11 +1,15 @@
-"""`hybrid` (pre-filtered long context): rank documents by their chunks' similarity to the question,
-keep the best ones that fit a token budget, and give them to the model whole."""
+"""`hybrid` (pre-filtered long context): rank documents by their chunks' scores for the question
+(dense, BM25, fused, or dense within a metadata filter), keep the best ones that fit a token budget,
+and give them to the model whole."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from pipelines import retrieval
 from pipelines.strategies import Block, Context, Corpus, Strategy
+
+PREFILTERS = ("dense", "bm25", "fused", "metadata")
 
 AGGREGATIONS = {
     "max": lambda scores: max(scores),
@@ -19,7 +23,13 @@ class Hybrid(Strategy):
     uses_index = True
 
     def __init__(self, candidates: int, doc_score: str = "max", token_budget: int | None = None,
-                 max_documents: int | None = None, order: str = "corpus"):
+                 max_documents: int | None = None, order: str = "corpus", prefilter: str = "dense",
+                 fusion: dict | None = None, budget_tokens: int | None = None):
+        if prefilter not in PREFILTERS:
+            raise ValueError(f"strategy.prefilter must be one of {', '.join(PREFILTERS)}, got {prefilter!r}")
+        self.prefilter = prefilter
+        self.fusion = retrieval.Fusion(**(fusion or {}))
+        token_budget = budget_tokens or token_budget  # a matched budget replaces the strategy's own
         if doc_score not in AGGREGATIONS:
             raise ValueError(f"strategy.doc_score must be one of {sorted(AGGREGATIONS)}, got {doc_score!r}")
         if order not in ("corpus", "relevance"):
@@ -31,8 +41,14 @@ class Hybrid(Strategy):
         self.max_documents = max_documents
 
     def rank(self, question, corpus: Corpus) -> list[tuple[str, float]]:
+        scope = question.scope
+        if self.prefilter == "metadata" and question.filters:
+            # Only documents whose name carries one of the question's filter values (a ticker, a date...).
+            pool = scope or tuple(d.doc_id for d in corpus.documents)
+            scope = tuple(d for d in pool if any(f.lower() in d.lower() for f in question.filters)) or pool
+        method = "dense" if self.prefilter == "metadata" else self.prefilter
         per_doc = defaultdict(list)
-        for hit in corpus.index.search(question.text, self.candidates, question.scope):
+        for hit in retrieval.search(corpus.index, question.text, self.candidates, scope, method, self.fusion):
             per_doc[hit.chunk.doc_id].append(hit.score)
         ranked = [(doc_id, self.aggregate(s)) for doc_id, s in per_doc.items()]
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))

@@ -1,0 +1,34 @@
+"""`self_route` (Li et al. 2024, "Retrieval Augmented Generation or Long-Context LLMs?"): answer from
+the retrieved chunks first, told to reply "unanswerable" when they do not suffice; only those questions
+go on to full context (or the pre-filtered hybrid). The runner makes the second call; each row says
+which route it took."""
+
+from __future__ import annotations
+
+import re
+
+from pipelines.strategies import Context, Corpus, Strategy
+from pipelines.strategies.full_context import FullContext
+from pipelines.strategies.hybrid import Hybrid
+from pipelines.strategies.rag import Rag
+
+_DECLINED = re.compile(r"\bunanswerable\b", re.IGNORECASE)
+
+
+class SelfRoute(Strategy):
+    name = "self_route"
+    uses_index = True
+
+    def __init__(self, rag: dict, instruction: str, fallback: str = "full_context", hybrid: dict | None = None):
+        if fallback not in ("full_context", "hybrid"):
+            raise ValueError(f"strategy.fallback must be full_context or hybrid, got {fallback!r}")
+        self.first = Rag(**rag)
+        self.fallback = FullContext() if fallback == "full_context" else Hybrid(**(hybrid or {}))
+        self.instruction = instruction
+
+    def build(self, question, corpus: Corpus, budget: int) -> Context:
+        return self.first.build(question, corpus, budget)
+
+    @staticmethod
+    def declined(answer: str) -> bool:
+        return bool(_DECLINED.search(answer))
