@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import sys
 import time
@@ -171,9 +170,8 @@ def run_tags(cfg: DictConfig, strategy: str, model: str, dataset) -> dict[str, s
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode.name == "MULTIRUN":
         tags["sweep_dir"] = hydra_cfg.sweep.dir  # groups the runs of one sweep
-        parent = os.environ.get(sweep.PARENT)
-        if parent and os.environ.get(sweep.PARENT_EXPERIMENT) == mlflow.active_run().info.experiment_id:
-            tags["mlflow.parentRunId"] = parent  # nested under the sweep's run in the UI
+        experiment_id = mlflow.active_run().info.experiment_id
+        tags["mlflow.parentRunId"] = sweep.parent_run(hydra_cfg.sweep.dir, experiment_id, dataset.name)
     return tags
 
 

@@ -1,16 +1,39 @@
-"""A Hydra callback for sweeps: a parent MLflow run that groups the sweep's runs in the UI, and one
-table for the whole sweep at the end (the estimate of every (strategy, model) in a dry run, the
-measured results otherwise), printed and logged on the parent run."""
+"""Sweeps: a parent MLflow run that groups a sweep's runs in the UI, and one table for the whole
+sweep at the end (the estimate of every (strategy, model) in a dry run, the measured results
+otherwise), printed and logged on the parent run.
+
+The parent is created by the first job that starts an MLflow run (so a sweep that fails on bad input
+leaves no run behind), under a file lock in the sweep folder, so parallel jobs share one."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+from pathlib import Path
 
 import mlflow
 from hydra.experimental.callback import Callback
 
-PARENT = "PIPELINES_PARENT_RUN_ID"  # read by pipelines.run; env, so joblib workers inherit it
-PARENT_EXPERIMENT = "PIPELINES_PARENT_EXPERIMENT_ID"
+
+def parent_run(sweep_dir: str, experiment_id: str, dataset: str) -> str:
+    """The sweep's parent run in this experiment, created on first use."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(sweep_dir) / ".mlflow-parent.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = _parents(sweep_dir, [experiment_id])
+        if found:
+            return found[0].info.run_id
+        run = mlflow.MlflowClient().create_run(
+            experiment_id, run_name=f"sweep {os.path.basename(sweep_dir)}",
+            tags={"kind": "sweep", "sweep_dir": sweep_dir, "dataset": dataset})
+        return run.info.run_id
+
+
+def _parents(sweep_dir: str, experiment_ids: list[str] | None = None):
+    kwargs = {"experiment_ids": experiment_ids} if experiment_ids else {"search_all_experiments": True}
+    return mlflow.search_runs(filter_string=f"tags.kind = 'sweep' and tags.sweep_dir = '{sweep_dir}'",
+                              output_format="list", **kwargs)
+
 
 ESTIMATE = [("strategy", "{}"), ("model", "{}"), ("questions", "{}"), ("calls", "{}"), ("cached", "{}"),
             ("input_miss", "{:,}"), ("input_hit", "{:,}"), ("output", "{:,}"), ("usd", "${:.4f}")]
@@ -22,21 +45,7 @@ RESULT = [("strategy", "{}"), ("model", "{}"), ("questions", "{:.0f}"), ("n_erro
 class SweepSummary(Callback):
     def __init__(self):
         self.rows: list[dict] = []
-
-        self.parent_id: str | None = None
         self.failed = 0
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        if config.run.dry_run:
-            return
-        from pipelines import tracking
-
-        experiment_id = tracking.use_experiment(config.tracking.uri, config.tracking.experiment)
-        parent = mlflow.MlflowClient().create_run(
-            experiment_id, run_name=f"sweep {os.path.basename(config.hydra.sweep.dir)}",
-            tags={"kind": "sweep", "sweep_dir": config.hydra.sweep.dir, "dataset": config.dataset.name})
-        self.parent_id = parent.info.run_id
-        os.environ[PARENT], os.environ[PARENT_EXPERIMENT] = self.parent_id, experiment_id
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if job_return.status.name == "COMPLETED" and isinstance(job_return.return_value, dict):
@@ -45,36 +54,43 @@ class SweepSummary(Callback):
             self.failed += 1
 
     def on_run_end(self, config, **kwargs) -> None:
-        self._print()
+        self._print(self.rows)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        if self.parent_id and not self.rows:
-            self.rows = self._children()  # jobs ran in other processes (joblib launcher)
-        text = self._print()
-        if self.parent_id:
-            client = mlflow.MlflowClient()
+        parents = [] if config.run.dry_run else self._find_parents(config)
+        client = mlflow.MlflowClient()
+        for parent in parents:
+            children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list",
+                                          filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+            # From MLflow, not from on_job_end: with the joblib launcher the jobs ran in other processes.
+            rows = [{"kind": "result", "strategy": r.data.tags.get("strategy"), "model": r.data.tags.get("model"),
+                     **r.data.metrics} for r in sorted(children, key=lambda r: r.info.start_time)]
+            failed = sum(r.info.status != "FINISHED" for r in children)
+            text = render(rows, RESULT, total="spent_usd_total") if rows else ""
             if text:
-                client.log_text(self.parent_id, text, "sweep_summary.txt")
-            client.set_tag(self.parent_id, "jobs", f"{len(self.rows)} finished, {self.failed} failed")
-            client.set_terminated(self.parent_id, "FAILED" if self.failed else "FINISHED")
-            os.environ.pop(PARENT, None)
-            os.environ.pop(PARENT_EXPERIMENT, None)
+                client.log_text(parent.info.run_id, text, "sweep_summary.txt")
+            client.set_tag(parent.info.run_id, "jobs", f"{len(children) - failed} finished, {failed} failed")
+            client.set_terminated(parent.info.run_id, "FAILED" if failed or self.failed else "FINISHED")
+        self._print(self.rows)
 
-    def _children(self) -> list[dict]:
-        runs = mlflow.search_runs(experiment_ids=[os.environ[PARENT_EXPERIMENT]], output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'")
-        return [{"kind": "result", "strategy": r.data.tags.get("strategy"), "model": r.data.tags.get("model"),
-                 **r.data.metrics} for r in sorted(runs, key=lambda r: r.info.start_time)]
+    @staticmethod
+    def _find_parents(config):
+        from pipelines import tracking
 
-    def _print(self) -> str:
+        mlflow.set_tracking_uri(tracking.tracking_uri(config.tracking.uri))
+        if not (Path(config.tracking.uri) / "mlflow.db").exists() and "://" not in config.tracking.uri:
+            return []  # no job got as far as MLflow
+        return _parents(config.hydra.sweep.dir)
+
+    @staticmethod
+    def _print(rows) -> None:
         tables = []
         for kind, columns in (("estimate", ESTIMATE), ("result", RESULT)):
-            rows = [r for r in self.rows if r.get("kind") == kind]
-            if rows:
-                tables.append(render(rows, columns, total="usd" if kind == "estimate" else "spent_usd_total"))
+            chosen = [r for r in rows if r.get("kind") == kind]
+            if chosen:
+                tables.append(render(chosen, columns, total="usd" if kind == "estimate" else "spent_usd_total"))
         if tables:
             print("\n\n".join(tables))
-        return "\n\n".join(tables)
 
 
 def render(rows: list[dict], columns, total: str) -> str:

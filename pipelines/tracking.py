@@ -4,6 +4,8 @@ metrics, the per-question table and the resolved config. The store is SQLite ins
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 from pathlib import Path
@@ -32,14 +34,26 @@ def tracking_uri(store: str) -> str:
 def use_experiment(store: str, name: str) -> str:
     uri = tracking_uri(store)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is None:
-        artifacts = Path(store).resolve() / "artifacts" if "://" not in store else None
-        experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri() if artifacts else None)
-    else:
-        experiment_id = experiment.experiment_id
+    # Parallel sweep jobs must not create the SQLite tables or the experiment twice.
+    with _lock(store):
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            artifacts = Path(store).resolve() / "artifacts" if "://" not in store else None
+            experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri() if artifacts else None)
+        else:
+            experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+@contextlib.contextmanager
+def _lock(store: str):
+    if "://" in store:  # a server handles its own concurrency
+        yield
+        return
+    with open(Path(store).resolve() / ".init.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

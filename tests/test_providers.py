@@ -112,3 +112,13 @@ def test_prices_are_dated_and_overridable_from_the_command_line():
         terminus = compose("config", ["model=deepseek-v3.1-terminus"]).model
     assert terminus.expired is True
     assert (terminus.prices.input_cache_miss, terminus.prices.input_cache_hit, terminus.prices.output) == (0.56, 0.07, 1.68)
+
+
+def test_usage_shapes_parse_without_a_server():
+    from pipelines.models.usage import Prices, Usage, cost_usd
+
+    gateway = Usage.from_response({"prompt_tokens": 1000, "completion_tokens": 10, "cache_read_input_tokens": 800})
+    assert (gateway.cache_hit_tokens, gateway.cache_miss_tokens) == (800, 200)
+    claude = Prices(3.0, 0.30, 15.0)
+    assert cost_usd(gateway, claude) == pytest.approx((200 * 3 + 800 * 0.30 + 10 * 15) / 1e6)
+    assert Usage.from_response(None) == Usage()

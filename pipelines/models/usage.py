@@ -35,10 +35,11 @@ class Usage:
         u = usage if isinstance(usage, dict) else usage.model_dump()
         prompt = u.get("prompt_tokens") or 0
         details = u.get("prompt_tokens_details") or {}
-        # DeepSeek reports prompt_cache_hit_tokens; OpenAI-style hosts prompt_tokens_details.cached_tokens.
+        # DeepSeek reports prompt_cache_hit_tokens; OpenAI-style hosts prompt_tokens_details.cached_tokens;
+        # Anthropic's native name is cache_read_input_tokens, which some compatible gateways pass through.
         hit = u.get("prompt_cache_hit_tokens")
         if hit is None:
-            hit = details.get("cached_tokens") or 0
+            hit = details.get("cached_tokens") or u.get("cache_read_input_tokens") or 0
         completion_details = u.get("completion_tokens_details") or {}
         return cls(
             input_tokens=prompt,
