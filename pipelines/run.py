@@ -62,7 +62,8 @@ def run(cfg: DictConfig) -> dict:
     cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
     prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache, cfg.budget.context_tokens)
     guess = estimate([p.prompt for p in prepared], [bool(cache and cache.get(p.cache_key)) for p in prepared], model)
-    row = {"strategy": strategy.name, "model": model.name, "questions": len(questions), **asdict(guess)}
+    row = {"strategy": strategy.name, "model": model.name, "questions": len(questions), **asdict(guess),
+           "overrides": list(HydraConfig.get().overrides.task)}
     log.info("%s · %s: %d questions, %d calls (%d cached), about %s input + %s output tokens, estimated $%.4f",
              strategy.name, model.name, len(questions), guess.calls, guess.cached,
              f"{guess.input_miss + guess.input_hit:,}", f"{guess.output:,}", guess.usd)
@@ -97,7 +98,8 @@ def run(cfg: DictConfig) -> dict:
     log.info("%s · %s: %d questions, %d ok, %d truncated, %d skipped, %d failed, spent $%.6f, run %s",
              strategy.name, model.name, len(records), summary["n_ok"], summary["n_truncated"],
              summary["n_skipped"], summary["n_error"], summary["spent_usd_total"], run_id)
-    return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary}
+    return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary,
+            "overrides": list(HydraConfig.get().overrides.task)}
 
 
 def make_judge(cfg: DictConfig) -> Judge | None:

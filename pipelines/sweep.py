@@ -94,6 +94,10 @@ class SweepSummary(Callback):
 
 
 def render(rows: list[dict], columns, total: str) -> str:
+    settings = _varying(rows)
+    if any(settings):  # what else tells the sweep's jobs apart (e.g. budget.context_tokens=4000)
+        rows = [{**r, "settings": s} for r, s in zip(rows, settings)]
+        columns = columns[:2] + [("settings", "{}")] + columns[2:]
     cells = [[fmt.format(r[key]) if r.get(key) is not None else "–" for key, fmt in columns] for r in rows]
     if len(rows) > 1:
         cells.append(["total"] + [""] * (len(columns) - 2) + [dict(columns)[total].format(sum(r.get(total, 0) for r in rows))])
@@ -101,3 +105,11 @@ def render(rows: list[dict], columns, total: str) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *cells)]
     line = lambda values: "  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _varying(rows: list[dict]) -> list[str]:
+    """Per row, the overrides whose values differ between rows, other than strategy and model."""
+    parsed = [dict(o.split("=", 1) for o in r.get("overrides", []) if "=" in o) for r in rows]
+    keys = sorted({k for p in parsed for k in p} - {"strategy", "model"})
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    return [" ".join(f"{k}={p[k]}" for k in varying if k in p) for p in parsed]
