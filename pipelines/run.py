@@ -70,7 +70,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.run.dry_run:
         return {"kind": "estimate", **row}
     confirm_spend(cfg, guess)
-    model.client()  # starts the local server, if the model has one
+    if guess.calls:
+        model.client()  # starts the local server now, if the model has one (lazily otherwise)
 
     budget = Budget(cfg.budget.max_usd)
     tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
