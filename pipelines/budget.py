@@ -30,3 +30,32 @@ class Budget:
             if self.max_usd is not None:
                 self.reserved -= reserved_usd
             self.spent += actual_usd
+
+
+class BudgetStop(Exception):
+    """The budget refused this call: nothing was sent."""
+
+
+def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
+    """The one way a call is made, for answers and judge verdicts alike: from the response cache if
+    there, else reserve the worst case, call, settle with the actual cost and store the answer.
+    Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0)."""
+    from pipelines.estimate import worst_case_usd
+    from pipelines.models.chat import CallFailed
+    from pipelines.prompts import Prompt
+
+    done = cache.get(key) if cache else None
+    if done is not None:
+        return done
+    worst = worst_case_usd(Prompt(messages, 0, 0, "ok"), model)
+    if not budget.reserve(worst):
+        raise BudgetStop(f"budget.max_usd={budget.max_usd} reached: not sent")
+    try:
+        done = model.complete(messages)
+    except CallFailed:
+        budget.settle(worst, 0.0)
+        raise
+    budget.settle(worst, done.cost_usd)
+    if cache:
+        cache.put(key, done)
+    return done

@@ -11,12 +11,10 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from pipelines.budget import Budget
+from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.metrics import is_abstention, sentences
 from pipelines.models import cache as response_cache
 from pipelines.models.chat import CallFailed, ChatModel
-from pipelines.prompts import Prompt
-from pipelines.estimate import worst_case_usd
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +86,13 @@ class Judge:
         """One judge call; returns (reply or None, record with the judge's usage added)."""
         messages = [{"role": "user", "content": content}]
         key = response_cache.key(self.model.endpoint, self.model.request(messages))
-        done = cache.get(key) if cache else None
-        if done is None:
-            worst = worst_case_usd(Prompt(messages, 0, 0, "ok"), self.model)
-            if not budget.reserve(worst):
-                return None, replace(record, judge_error=f"budget.max_usd={budget.max_usd} reached")
-            try:
-                done = self.model.complete(messages)
-            except CallFailed as err:
-                budget.settle(worst, 0.0)
-                log.warning("judge failed on %s: %s", record.question_id, err)
-                return None, replace(record, judge_error=str(err))
-            budget.settle(worst, done.cost_usd)
-            if cache:
-                cache.put(key, done)
+        try:
+            done = paid_call(self.model, messages, key, cache, budget)
+        except BudgetStop as stop:
+            return None, replace(record, judge_error=str(stop))
+        except CallFailed as err:
+            log.warning("judge failed on %s: %s", record.question_id, err)
+            return None, replace(record, judge_error=str(err))
         return done.answer, replace(
             record,
             judge_prompt_tokens=record.judge_prompt_tokens + done.usage.input_tokens,

@@ -11,9 +11,8 @@ from dataclasses import dataclass, replace
 from tqdm import tqdm
 
 from pipelines import metrics, prompts
-from pipelines.budget import Budget
+from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.datasets import Question
-from pipelines.estimate import worst_case_usd
 from pipelines.models import cache as response_cache
 from pipelines.models.chat import CallFailed, ChatModel, Completion
 from pipelines.prompts import Prompt
@@ -135,21 +134,13 @@ def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> Question
     record, prompt = item.record, item.prompt
     if prompt is None:
         return record
-    hit = cache.get(item.cache_key) if cache else None
-    if hit is not None:
-        return _filled(record, hit)
-    worst = worst_case_usd(prompt, model)
-    if not budget.reserve(worst):
-        return replace(record, status="skipped", error=f"budget.max_usd={budget.max_usd} reached: not sent")
     try:
-        done = model.complete(prompt.messages)
+        done = paid_call(model, prompt.messages, item.cache_key, cache, budget)
+    except BudgetStop as stop:
+        return replace(record, status="skipped", error=str(stop))
     except CallFailed as err:
-        budget.settle(worst, 0.0)
         log.warning("question %s failed after %d attempt(s): %s", record.question_id, err.attempts, err)
         return replace(record, status="error", error=str(err), attempts=err.attempts, attempt_log=err.attempt_log)
-    budget.settle(worst, done.cost_usd)
-    if cache:
-        cache.put(item.cache_key, done)
     return _filled(record, done)
 
 
