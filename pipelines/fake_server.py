@@ -3,6 +3,9 @@
 It answers with `answer_for(question)`, streams when asked (usage in the last chunk, as
 `stream_options.include_usage` requests), can wait `latency_s` per call, and keeps every request body.
 Usage is reported the way DeepSeek does, with cache hit/miss fields; `usage_for` can replace it.
+With `prices` (USD per 1M: input_cache_miss, input_cache_hit, output) the server keeps its own bill,
+`billed_usd`, from the usage it returned: the reference the framework's costs are checked against.
+`fail_status` answers every request with that HTTP status (e.g. 401, a wrong key).
 
 Faults are scripted by words in the question, one per attempt, so retries can be watched:
     RATE -> 429 with Retry-After: 0 on the first attempt     FAIL -> 500 on every attempt
@@ -31,14 +34,19 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAI:
     def __init__(self, answer_for=lambda question: "I do not know", cache_hit_tokens: int = 0,
-                 latency_s: float = 0.0, stall_s: float = 3.0, usage_for=None, reasoning_for=None):
+                 latency_s: float = 0.0, stall_s: float = 3.0, usage_for=None, reasoning_for=None,
+                 prices: dict | None = None, fail_status: int | None = None):
         self.answer_for = answer_for
         self.cache_hit_tokens = cache_hit_tokens
         self.latency_s = latency_s
         self.stall_s = stall_s
         self.usage_for = usage_for
         self.reasoning_for = reasoning_for
+        self.prices = prices
+        self.fail_status = fail_status
+        self.billed_usd = 0.0
         self.requests: list[dict] = []
+        self.headers: list[dict] = []  # per request, lower-cased names
         self.attempts: Counter = Counter()  # per question text
         self.in_flight = 0
         self.max_in_flight = 0
@@ -67,6 +75,16 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + len(answer.split()),
                 "prompt_cache_hit_tokens": hit, "prompt_cache_miss_tokens": prompt_tokens - hit}
 
+    def bill(self, usage: dict) -> None:
+        if not self.prices or not usage:
+            return
+        hit = usage.get("prompt_cache_hit_tokens") or 0
+        miss = (usage.get("prompt_tokens") or 0) - hit
+        usd = (miss * self.prices["input_cache_miss"] + hit * self.prices["input_cache_hit"]
+               + (usage.get("completion_tokens") or 0) * self.prices["output"]) / 1e6
+        with self._lock:
+            self.billed_usd += usd
+
     def _handler(self):
         fake = self
 
@@ -85,6 +103,7 @@ class FakeOpenAI:
                 question = prompt.rsplit("Question:", 1)[-1]
                 with fake._lock:
                     fake.requests.append(body)
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                     fake.attempts[question] += 1
                     attempt = fake.attempts[question]
                     fake.in_flight += 1
@@ -97,6 +116,8 @@ class FakeOpenAI:
                         fake.in_flight -= 1
 
             def _respond(self, body, prompt, question, attempt):
+                if fake.fail_status:
+                    return self._json(fake.fail_status, {"error": {"message": "scripted status", "type": "error"}})
                 if "FAIL" in question or ("FLAKY" in question and attempt == 1):
                     return self._json(500, {"error": {"message": "scripted failure", "type": "server_error"}})
                 if "RATE" in question and attempt == 1:
@@ -106,6 +127,7 @@ class FakeOpenAI:
                 answer = fake.answer_for(question)
                 reasoning = fake.reasoning_for(question) if fake.reasoning_for else None
                 usage = fake.usage(prompt, answer)
+                fake.bill(usage)  # generated, so billed: whatever reaches the client
                 if "BADJSON" in question:
                     return self._raw(200, b'{"id": "x", "choices": [', "application/json")
                 if body.get("stream"):

@@ -16,6 +16,7 @@ from pipelines.documents import Document
 from pipelines.embeddings import Embedder
 
 log = logging.getLogger(__name__)
+TIE_MARGIN = 16
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,14 @@ class VectorIndex:
             return []
         vector = self.embedder.embed([query])
         where = {"doc_id": {"$in": list(doc_ids)}} if doc_ids else None
-        found = self.collection.query(query_embeddings=vector, n_results=k, where=where, include=["distances"])
+        # A few more than asked, so chunks with equal scores (repeated boilerplate) are ordered by their
+        # place in the corpus, not by HNSW's visiting order: the same question gets the same prompt on
+        # every run, and the response cache can answer it.
+        n = min(len(self.chunks), k + TIE_MARGIN)
+        found = self.collection.query(query_embeddings=vector, n_results=n, where=where, include=["distances"])
         # cosine space: distance = 1 - similarity
-        return [Hit(self.by_id[i], 1.0 - d) for i, d in zip(found["ids"][0], found["distances"][0])]
+        hits = [Hit(self.by_id[i], 1.0 - d) for i, d in zip(found["ids"][0], found["distances"][0])]
+        return sorted(hits, key=lambda h: (-round(h.score, 5), h.chunk.doc_id, h.chunk.position))[:k]
 
 
 def _index_key(documents: list[Document], chunk_size: int, chunk_overlap: int, model_name: str) -> str:

@@ -20,9 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, metrics, prompts, runner, sweep, tracking
+from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, tracking
 from pipelines.budget import Budget
+from pipelines.ledger import Ledger
 from pipelines.errors import UserError
 from pipelines.estimate import estimate
 from pipelines.judge import Judge
@@ -35,22 +37,38 @@ log = logging.getLogger("pipelines")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
+    secrets.load_env_file()
     try:
         return run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunStopped as stop:
+        print(f"error: {stop}", file=sys.stderr)
+        sys.exit(stop.code)
+
+
+class RunStopped(Exception):
+    """The run ended without doing its work (interrupted, or too many failed questions): exit non-zero."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
 
 
 def run(cfg: DictConfig) -> dict:
     # Everything that can be wrong with the input is checked before the MLflow run exists.
+    try:
+        secrets.check(cfg)
+    finally:  # Hydra has already written the command line to disk: mask any key in it
+        secrets.scrub(_hydra_folders(), secrets.secret_values(cfg))
+    check_settings(cfg)
     model = build(cfg, "model")
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()
     strategy = build(cfg, "strategy")
     judge = make_judge(cfg)
     metric_list = metrics.get(list(cfg.metrics) + (["judge"] if judge and "judge" not in cfg.metrics else []))
-    check_settings(cfg)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
     questions = list(dataset.questions)
     if cfg.run.shuffle_seed is not None:
@@ -73,34 +91,111 @@ def run(cfg: DictConfig) -> dict:
     if guess.calls:
         model.client()  # starts the local server now, if the model has one (lazily otherwise)
 
-    budget = Budget(cfg.budget.max_usd)
-    tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    interrupt.reset()
+    interrupt.install()
+    limits.configure(Path(cfg.run.cache_dir) / "slots")  # max_concurrency holds across a sweep's processes
+    budget = Budget(cfg.budget.max_usd, Ledger(Path(cfg.run.cache_dir) / "ledger.sqlite", _scope()))
+    resend = _resent_after_crash(budget.ledger, prepared, cache)
+    experiment_id = tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    digest = resume.config_digest(cfg)
+    resume.close_orphans(experiment_id, digest)
+    stopped = None
     with mlflow.start_run(run_name=f"{strategy.name}·{model.name}"):
-        mlflow.set_tags(run_tags(cfg, strategy.name, model.name, dataset))
+        mlflow.set_tags({**run_tags(cfg, strategy.name, model.name, dataset), **resume.process_tags(),
+                         "config_digest": digest})
+        if resend:
+            mlflow.set_tag("resent_after_crash", str(resend))
         mlflow.log_params(tracking.flatten(cfg))
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
                            "dataset.skipped_rows": len(dataset.skipped_rows),
                            "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        mlflow.log_text(tracking.redacted_yaml(cfg), "config.yaml")
         mlflow.log_metric("estimated_usd", guess.usd)
         start = time.perf_counter()
         records = runner.answer_all(prepared, model, metric_list, cache, budget, cfg.run.progress,
-                                    f"{strategy.name} · {model.name}")
-        if judge:
+                                    f"{strategy.name} · {model.name}", cfg.run.interrupt_wait_s)
+        if judge and not interrupt.requested():
             records = judge.grade_all(records, prepared, cache, budget)
         summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
         if cfg.tracking.traces:
             active = mlflow.active_run().info
             tracking.log_traces(records, active.run_id, active.experiment_id)
-        if budget.stopped:
+        if budget.stopped and cfg.budget.max_usd is not None:
             mlflow.set_tag("budget_stopped", f"max_usd={budget.max_usd}")
             log.warning("budget.max_usd=%s reached: %d questions not sent", budget.max_usd, summary["n_skipped"])
+        if budget.overruns:
+            mlflow.set_tag("budget_overruns", str(budget.overruns))
         run_id = mlflow.active_run().info.run_id
+        stopped, status = _verdict(cfg, records, summary, run_id)
+        if status != "FINISHED":
+            mlflow.end_run(status)
+    if stopped:
+        _close_parent(status)
+        raise stopped
     log.info("%s · %s: %d questions, %d ok, %d truncated, %d skipped, %d failed, spent $%.6f, run %s",
              strategy.name, model.name, len(records), summary["n_ok"], summary["n_truncated"],
              summary["n_skipped"], summary["n_error"], summary["spent_usd_total"], run_id)
     return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary,
             "overrides": list(HydraConfig.get().overrides.task)}
+
+
+def _verdict(cfg: DictConfig, records, summary: dict, run_id: str) -> tuple[RunStopped | None, str]:
+    """(why the command must exit non-zero, the MLflow status the run ends with)."""
+    n, errors = len(records), summary["n_error"]
+    answered = summary["n_ok"] + summary["n_truncated"]
+    if interrupt.requested():
+        unsent = summary["n_skipped"]
+        mlflow.set_tags({"interrupted": "true", "unsent": str(unsent)})
+        return RunStopped(f"interrupted: {answered} of {n} questions answered, {unsent} not sent, "
+                          f"{errors} failed or cut off; rows logged to run {run_id[:8]}", 130), "KILLED"
+    if n and errors == n:
+        first = next(r.error for r in records if r.status == "error")
+        return RunStopped(f"{errors} of {n} questions failed (first: {first[:300]}); run {run_id[:8]}", 1), "FAILED"
+    if n and errors / n > cfg.run.max_error_rate:
+        return RunStopped(f"{errors} of {n} questions failed, more than run.max_error_rate={cfg.run.max_error_rate}; "
+                          f"run {run_id[:8]} has the rows", 1), "FINISHED" if answered else "FAILED"
+    return None, "FINISHED"
+
+
+def _scope() -> str:
+    """Everything one command starts shares one budget: its sweep folder (or run folder)."""
+    hydra_cfg = HydraConfig.get()
+    return str(Path(hydra_cfg.sweep.dir if hydra_cfg.mode.name == "MULTIRUN" else hydra_cfg.run.dir).resolve())
+
+
+def _hydra_folders() -> list[Path]:
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return []
+    output = OmegaConf.select(hydra_cfg, "runtime.output_dir", throw_on_missing=False)
+    folders = [Path(output)] if output else []
+    if hydra_cfg.mode and hydra_cfg.mode.name == "MULTIRUN":
+        folders.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    return folders
+
+
+def _resent_after_crash(ledger: Ledger, prepared, cache) -> int:
+    """Calls that were in flight when an earlier process died and are not in the cache: sent again."""
+    orphaned = ledger.orphaned_keys()
+    if not orphaned:
+        return 0
+    keys = [k for p in prepared for k in (p.cache_key, p.fallback.cache_key if p.fallback else "") if k]
+    resend = sum(k in orphaned and not (cache and cache.get(k)) for k in keys)
+    if resend:
+        log.warning("%d call(s) were in flight when an earlier run died and are sent again: the provider may "
+                    "bill them twice", resend)
+    return resend
+
+
+def _close_parent(status: str) -> None:
+    """A sweep that stops early still closes its parent run (the end-of-sweep callback never runs)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode.name != "MULTIRUN":
+        return
+    for parent in sweep._parents(hydra_cfg.sweep.dir):
+        if parent.info.status == "RUNNING":
+            mlflow.MlflowClient().set_terminated(parent.info.run_id, "KILLED" if status == "KILLED" else "FAILED")
 
 
 def make_judge(cfg: DictConfig) -> Judge | None:
@@ -115,14 +210,56 @@ def make_judge(cfg: DictConfig) -> Judge | None:
 
 
 def check_settings(cfg: DictConfig) -> None:
+    """Every bad setting is one line naming it, before any file is read or any model started."""
     if cfg.prompt.overflow not in prompts.POLICIES:
         raise UserError(f"prompt.overflow: must be one of {', '.join(prompts.POLICIES)}, got {cfg.prompt.overflow!r}")
     limit = cfg.run.limit
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise UserError(f"run.limit: must be a positive whole number or null, got {limit!r}")
-    cap = cfg.budget.max_usd
-    if cap is not None and (not isinstance(cap, (int, float)) or cap < 0):
-        raise UserError(f"budget.max_usd: must be a non-negative number or null, got {cap!r}")
+    _number(cfg, "budget.max_usd", low=0, optional=True)
+    _number(cfg, "budget.context_tokens", low=1, optional=True, whole=True)
+    _number(cfg, "run.max_error_rate", low=0, high=1)
+    _number(cfg, "run.interrupt_wait_s", low=0)
+    _number(cfg, "index.chunk_size", low=1, whole=True)
+    _number(cfg, "index.chunk_overlap", low=0, whole=True)
+    if cfg.index.chunk_overlap >= cfg.index.chunk_size:
+        raise UserError(f"index.chunk_overlap: must be smaller than index.chunk_size ({cfg.index.chunk_size}), "
+                        f"got {cfg.index.chunk_overlap}")
+    for group in ("model", "judge"):
+        if not cfg.get(group):
+            continue
+        _number(cfg, f"{group}.max_retries", low=0, whole=True)
+        _number(cfg, f"{group}.timeout_s", low=0, exclusive=True)
+        _number(cfg, f"{group}.max_concurrency", low=1, whole=True)
+        _number(cfg, f"{group}.max_output_tokens", low=1, whole=True)
+        for price in ("input_cache_miss", "input_cache_hit", "input_cache_write", "output"):
+            if _value(cfg, f"{group}.prices.{price}") is not None:
+                _number(cfg, f"{group}.prices.{price}", low=0)
+
+
+def _value(cfg: DictConfig, key: str):
+    """The setting's value; None when unset or left `???` (build() names those)."""
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return None
+
+
+def _number(cfg: DictConfig, key: str, low=None, high=None, optional=False, whole=False, exclusive=False) -> None:
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException:
+        return  # left `???`: build() names every missing value in one line
+    if value is None and optional:
+        return
+    kind = int if whole else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and (low is None or (value > low if exclusive else value >= low)) and (high is None or value <= high)
+    if not ok:
+        bounds = (f"greater than {low}" if exclusive else f"at least {low}") if low is not None else ""
+        bounds += f"{' and ' if bounds else ''}at most {high}" if high is not None else ""
+        what = "a whole number" if whole else "a number"
+        raise UserError(f"{key}: must be {what}{' ' + bounds if bounds else ''}{' or null' if optional else ''}, got {value!r}")
 
 
 def confirm_spend(cfg: DictConfig, guess) -> None:

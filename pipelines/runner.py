@@ -5,12 +5,13 @@ record, also when it fails, is skipped, or the budget stops it: no row ever vani
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
-from pipelines import metrics, prompts
+from pipelines import interrupt, metrics, prompts
 from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.datasets import Question
 from pipelines.models import cache as response_cache
@@ -90,17 +91,33 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
 
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],
                cache: response_cache.ResponseCache | None, budget: Budget, progress: bool = True,
-               label: str = "") -> list[QuestionRecord]:
+               label: str = "", interrupt_wait_s: float = 60.0) -> list[QuestionRecord]:
+    """Every question's record, in input order. After an interrupt (pipelines.interrupt) no new call
+    is sent; calls in flight get `interrupt_wait_s` to finish, then their rows say so."""
     records: list[QuestionRecord | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=label, unit="q", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, model.max_concurrency)) as pool:
-        futures = {pool.submit(_routed, item, model, cache, budget): i for i, item in enumerate(prepared)}
-        for future in as_completed(futures):
-            i = futures[future]
-            records[i] = future.result()
-            bar.update()
-            bar.set_postfix(spent=f"${budget.spent:.4f}", failed=sum(r is not None and r.status == "error" for r in records))
-    bar.close()
+    pool = ThreadPoolExecutor(max_workers=max(1, model.max_concurrency))
+    futures = {pool.submit(_routed, item, model, cache, budget): i for i, item in enumerate(prepared)}
+    pending, stop_seen = set(futures), None
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                records[futures[future]] = future.result()
+                bar.update()
+            if done:
+                bar.set_postfix(spent=f"${budget.spent:.4f}", failed=sum(r is not None and r.status == "error" for r in records))
+            if interrupt.requested():
+                stop_seen = stop_seen or time.monotonic()
+                if time.monotonic() - stop_seen > interrupt_wait_s:
+                    break
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+    for i, item in enumerate(prepared):
+        if records[i] is None:  # still in flight when the wait ran out
+            records[i] = replace(item.record, status="error",
+                                 error="interrupted while in flight: the provider may still bill this call")
     return [replace(r, scores=metrics.score(r, item.question, metric_list, _context_of(r, item))) for r, item in zip(records, prepared)]
 
 

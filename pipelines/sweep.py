@@ -25,8 +25,14 @@ def parent_run(sweep_dir: str, experiment_id: str, dataset: str) -> str:
             return found[0].info.run_id
         run = mlflow.MlflowClient().create_run(
             experiment_id, run_name=f"sweep {os.path.basename(sweep_dir)}",
-            tags={"kind": "sweep", "sweep_dir": sweep_dir, "dataset": dataset})
+            tags={"kind": "sweep", "sweep_dir": sweep_dir, "dataset": dataset, **_process_tags()})
         return run.info.run_id
+
+
+def _process_tags() -> dict[str, str]:
+    from pipelines.resume import process_tags
+
+    return process_tags()
 
 
 def _parents(sweep_dir: str, experiment_ids: list[str] | None = None):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from pipelines import stats
+from pipelines import secrets, stats
 from pipelines.metrics import Metric
 from pipelines.record import STATUSES, QuestionRecord
 
@@ -57,7 +57,8 @@ def _lock(store: str):
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
-    """`a.b.c: value` params; lists as their YAML-ish text. Long values are cut to MLflow's limit."""
+    """`a.b.c: value` params; lists as their YAML-ish text. Long values are cut to MLflow's limit;
+    anything that looks like a key inside a URL is masked."""
     out = {}
 
     def walk(node, prefix):
@@ -65,10 +66,18 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
         else:
-            out[prefix[:-1]] = str(node)[:6000]
+            out[prefix[:-1]] = secrets.redact_url(str(node))[:6000]
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return out
+
+
+def redacted_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML, with keys inside URLs masked."""
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    for value in secrets.secret_values(cfg):
+        text = text.replace(value, "***")
+    return text
 
 
 def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+from pipelines import limits
 from pipelines.errors import UserError
 from pipelines.models.usage import Prices, Usage, cost_usd
 
@@ -18,8 +19,6 @@ log = logging.getLogger(__name__)
 
 # HTTP attempts of the call running in this thread (the SDK retries inside one create() call).
 _attempts: contextvars.ContextVar[list | None] = contextvars.ContextVar("attempts", default=None)
-_limits: dict[tuple, threading.BoundedSemaphore] = {}
-_limits_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class ChatModel:
         attempts: list[str] = []
         token = _attempts.set(attempts)
         try:
-            with _limit(self.provider, self.base_url, self.max_concurrency):
+            with limits.slot(f"{self.provider}|{self.base_url}", self.max_concurrency):
                 started_at, start = time.time(), time.perf_counter()
                 call = self._streamed if self.stream else self._whole
                 return replace(call(client, messages, start, attempts), started_at=started_at)
@@ -183,17 +182,3 @@ def _on_response(response) -> None:
     attempts = _attempts.get()
     if attempts:
         attempts[-1] = str(response.status_code)
-
-
-class _limit:
-    """At most `max_concurrency` calls in flight per provider endpoint, across all strategies in the process."""
-
-    def __init__(self, provider, base_url, max_concurrency):
-        with _limits_lock:
-            self.sem = _limits.setdefault((provider, base_url, max_concurrency), threading.BoundedSemaphore(max_concurrency))
-
-    def __enter__(self):
-        self.sem.acquire()
-
-    def __exit__(self, *exc):
-        self.sem.release()
