@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 
-from pipelines import interrupt, tokens
+from pipelines import interrupt, tokens, traces
 
 log = logging.getLogger(__name__)
 INPUT_MARGIN = 1.1  # over the largest billed/estimated input ratio seen for the model
@@ -113,12 +113,14 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     ticket = budget.reserve(worst, key)
     if ticket is None:
         raise BudgetStop(f"budget.max_usd={budget.max_usd} reached: not sent")
-    try:
-        done = model.complete(messages)
-    except CallFailed:
-        # Nothing usable came back; a provider that billed a failed call is not visible to us.
-        budget.settle(ticket, worst, 0.0)
-        raise
+    with traces.call(model, messages) as span:
+        try:
+            done = model.complete(messages)
+        except CallFailed:
+            # Nothing usable came back; a provider that billed a failed call is not visible to us.
+            budget.settle(ticket, worst, 0.0)
+            raise
+        traces.finish(span, done, model.prices)
     budget.settle(ticket, worst, done.cost_usd)
     budget.observe(identity, n_cl100k, done.usage.input_tokens)
     if cache:

@@ -50,6 +50,7 @@ class QuestionRecord:
     judge_spent_usd: float = 0.0
     judge_latency_s: float | None = None
     judge_error: str = ""
+    trace_id: str = ""  # the question's MLflow trace, when tracing is on
     scores: dict = field(default_factory=dict)
 
     @property

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, tracking
+from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, traces, tracking
 from pipelines.budget import Budget
 from pipelines.ledger import Ledger
 from pipelines.errors import UserError
@@ -111,15 +111,19 @@ def run(cfg: DictConfig) -> dict:
                            "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
         mlflow.log_text(tracking.redacted_yaml(cfg), "config.yaml")
         mlflow.log_metric("estimated_usd", guess.usd)
+        tracking.log_questions(questions, dataset.name, _dataset_source(cfg))
+        traces.enable(mlflow.active_run().info.run_id if cfg.tracking.traces else None)
         start = time.perf_counter()
-        records = runner.answer_all(prepared, model, metric_list, cache, budget, cfg.run.progress,
-                                    f"{strategy.name} · {model.name}", cfg.run.interrupt_wait_s)
-        if judge and not interrupt.requested():
-            records = judge.grade_all(records, prepared, cache, budget)
-        summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
-        if cfg.tracking.traces:
-            active = mlflow.active_run().info
-            tracking.log_traces(records, active.run_id, active.experiment_id)
+        try:
+            records = runner.answer_all(prepared, model, metric_list, cache, budget, cfg.run.progress,
+                                        f"{strategy.name} · {model.name}", cfg.run.interrupt_wait_s,
+                                        on_progress=tracking.log_rows_so_far)
+            if judge and not interrupt.requested():
+                records = judge.grade_all(records, prepared, cache, budget)
+            summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
+            traces.assess(records)
+        finally:
+            traces.enable(None)
         if budget.stopped and cfg.budget.max_usd is not None:
             mlflow.set_tag("budget_stopped", f"max_usd={budget.max_usd}")
             log.warning("budget.max_usd=%s reached: %d questions not sent", budget.max_usd, summary["n_skipped"])
@@ -155,6 +159,15 @@ def _verdict(cfg: DictConfig, records, summary: dict, run_id: str) -> tuple[RunS
         return RunStopped(f"{errors} of {n} questions failed, more than run.max_error_rate={cfg.run.max_error_rate}; "
                           f"run {run_id[:8]} has the rows", 1), "FINISHED" if answered else "FAILED"
     return None, "FINISHED"
+
+
+def _dataset_source(cfg: DictConfig) -> str:
+    """Where the questions came from, for the run's input dataset."""
+    for key in ("questions_file", "path", "queries_dir", "documents_dir"):
+        value = cfg.dataset.get(key)
+        if value:
+            return str(value)
+    return str(cfg.dataset.name)
 
 
 def _scope() -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
-from pipelines import interrupt, metrics, prompts
+from pipelines import interrupt, metrics, prompts, traces
 from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.datasets import Question
 from pipelines.models import cache as response_cache
@@ -91,14 +91,16 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
 
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],
                cache: response_cache.ResponseCache | None, budget: Budget, progress: bool = True,
-               label: str = "", interrupt_wait_s: float = 60.0) -> list[QuestionRecord]:
+               label: str = "", interrupt_wait_s: float = 60.0, on_progress=None,
+               progress_every_s: float = 30.0) -> list[QuestionRecord]:
     """Every question's record, in input order. After an interrupt (pipelines.interrupt) no new call
-    is sent; calls in flight get `interrupt_wait_s` to finish, then their rows say so."""
+    is sent; calls in flight get `interrupt_wait_s` to finish, then their rows say so. `on_progress`
+    gets the finished records every `progress_every_s` seconds (a long run shows its rows as it goes)."""
     records: list[QuestionRecord | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=label, unit="q", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=max(1, model.max_concurrency))
     futures = {pool.submit(_routed, item, model, cache, budget): i for i, item in enumerate(prepared)}
-    pending, stop_seen = set(futures), None
+    pending, stop_seen, flushed = set(futures), None, time.monotonic()
     try:
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -107,6 +109,9 @@ def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[met
                 bar.update()
             if done:
                 bar.set_postfix(spent=f"${budget.spent:.4f}", failed=sum(r is not None and r.status == "error" for r in records))
+            if on_progress and done and time.monotonic() - flushed > progress_every_s:
+                on_progress([r for r in records if r is not None])
+                flushed = time.monotonic()
             if interrupt.requested():
                 stop_seen = stop_seen or time.monotonic()
                 if time.monotonic() - stop_seen > interrupt_wait_s:
@@ -126,6 +131,17 @@ def _context_of(record: QuestionRecord, item: Prepared):
 
 
 def _routed(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
+    """One question as one MLflow trace (when tracing is on): its context, then its call(s)."""
+    with traces.question(item.record) as root:
+        traces.retrieval(item.record, item.context)
+        record = _calls(item, model, cache, budget)
+        if root is not None:
+            record = replace(record, trace_id=root.trace_id)
+            traces.mark(root, record)
+    return record
+
+
+def _calls(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
     """One call, or for self_route a second one when the first declines; usage and latency add up."""
     first = _answer(item, model, cache, budget)
     if item.fallback is None:
@@ -133,6 +149,7 @@ def _routed(item: Prepared, model: ChatModel, cache, budget: Budget) -> Question
     fallback_tokens = item.fallback.record.context_tokens  # what full context on every question would send
     if first.status == "error" or not SelfRoute.declined(first.answer):
         return replace(first, fallback_context_tokens=fallback_tokens)
+    traces.retrieval(item.fallback.record, item.fallback.context)
     second = _answer(item.fallback, model, cache, budget)
     return replace(
         second, route=item.fallback.record.strategy, fallback_context_tokens=fallback_tokens,

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -138,27 +139,19 @@ def log_results(records: list[QuestionRecord], metrics: list[Metric], wall_s: fl
     return summary
 
 
-def log_traces(records: list[QuestionRecord], run_id: str, experiment_id: str) -> int:
-    """One MLflow trace per answered question: an LLM span with its tokens, cost and latency, linked
-    to the run, so the UI's Traces tab shows every call. Returns how many were logged."""
-    client = mlflow.MlflowClient()
-    logged = 0
-    for r in records:
-        if r.started_at is None or r.latency_s is None:
-            continue
-        start_ns = int(r.started_at * 1e9)
-        span = client.start_trace(
-            name=f"{r.strategy}·{r.model}", span_type="LLM", experiment_id=experiment_id, run_id=run_id,
-            start_time_ns=start_ns, inputs={"question_id": r.question_id, "question": r.question,
-                                            "context_ids": list(r.context_ids)},
-            attributes={"model": r.model, "strategy": r.strategy, "cached": r.cached},
-            tags={"question_id": r.question_id, "strategy": r.strategy, "model": r.model})
-        client.end_trace(
-            span.trace_id, outputs={"answer": r.answer, "status": r.status},
-            attributes={"prompt_tokens": r.prompt_tokens, "cache_hit_tokens": r.cache_hit_tokens,
-                        "completion_tokens": r.completion_tokens, "reasoning_tokens": r.reasoning_tokens,
-                        "cost_usd": r.cost_usd, "latency_s": r.latency_s, "ttft_s": r.ttft_s,
-                        "attempts": r.attempts, "judge_cost_usd": r.judge_cost_usd},
-            end_time_ns=start_ns + int(r.latency_s * 1e9))
-        logged += 1
-    return logged
+def log_questions(questions, name: str, source: str) -> None:
+    """The question set as the run's input dataset: runs over the same questions share its digest."""
+    frame = pd.DataFrame([{"question_id": q.qid, "question": q.text, "reference": " | ".join(q.answers),
+                           "gold_documents": "; ".join(q.gold_documents), "unanswerable": q.unanswerable,
+                           "scope": "; ".join(q.scope)} for q in questions])
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path either way
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets="reference")
+    mlflow.log_input(dataset, context="questions")
+
+
+def log_rows_so_far(records: list[QuestionRecord]) -> None:
+    """The rows finished so far, so a long run shows progress in the UI and a crash keeps them."""
+    rows = [r.row() for r in records]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file="questions.json")

@@ -127,18 +127,67 @@ def test_crash_inside_a_run_marks_it_failed(corpus, tmp_path, monkeypatch):
     assert run.info.status == "FAILED"
 
 
-def test_each_call_is_an_mlflow_trace_with_usage_and_cost(sweep):
+def _spans(trace, span_type):
+    return [s for s in trace.data.spans if s.span_type == span_type]
+
+
+def test_each_question_is_a_live_trace_with_context_call_usage_and_cost(sweep):
+    from mlflow.tracing.constant import SpanAttributeKey
+
     workdir, _, _ = sweep
     run = next(r for r in runs_of(workdir) if r.data.tags["strategy"] == "rag")
     traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
-    assert len(traces) == 3  # the three answered questions; the failed call has no response to trace
     rows = {r["question_id"]: r for r in table(run)}
-    for trace in traces:
-        [span] = trace.data.spans
-        row = rows[span.inputs["question_id"]]
-        assert span.attributes["prompt_tokens"] == row["prompt_tokens"]
-        assert span.attributes["cost_usd"] == pytest.approx(row["cost_usd"])
-        assert (span.end_time_ns - span.start_time_ns) / 1e9 == pytest.approx(row["latency_s"], abs=1e-3)
+    assert len(traces) == 4  # every question, the failed one included (its trace says ERROR)
+    by_question = {t.data.spans[0].inputs["question_id"]: t for t in traces}
+    for qid, trace in by_question.items():
+        row = rows[qid]
+        assert row["trace_id"] == trace.info.trace_id
+        [context] = _spans(trace, "RETRIEVER")
+        assert [d["id"] for d in context.outputs] == row["context_ids"].split("; ")
+        [call] = _spans(trace, "CHAT_MODEL")
+        assert call.inputs["messages"][-1]["content"].endswith("Answer:")
+        if row["status"] == "ok":
+            usage = call.attributes[SpanAttributeKey.CHAT_USAGE]
+            assert usage["input_tokens"] == row["prompt_tokens"] and usage["output_tokens"] == row["completion_tokens"]
+            assert usage["cache_read_input_tokens"] == 50
+            assert call.attributes[SpanAttributeKey.LLM_COST]["total_cost"] == pytest.approx(row["cost_usd"])
+            assert call.outputs["choices"][0]["message"]["content"] == row["answer"]
+        else:
+            assert trace.info.state.value == "ERROR" and call.status.status_code.value == "ERROR"
+    # The trace list's token and cost columns come from these trace-level aggregates.
+    ok = [t for q, t in by_question.items() if rows[q]["status"] == "ok"]
+    assert sum(t.info.token_usage["input_tokens"] for t in ok) == sum(r["prompt_tokens"] for r in rows.values())
+
+
+def test_scores_are_assessments_on_each_trace(sweep):
+    workdir, _, _ = sweep
+    run = next(r for r in runs_of(workdir) if r.data.tags["strategy"] == "rag")
+    rows = {r["question_id"]: r for r in table(run)}
+    for trace in mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list"):
+        row = rows[trace.data.spans[0].inputs["question_id"]]
+        feedback = {a.name: a.value for a in trace.info.assessments}
+        assert feedback["f1"] == pytest.approx(row["f1"]) and feedback["exact_match"] == pytest.approx(row["exact_match"])
+
+
+def test_cached_answers_are_not_logged_as_calls(sweep):
+    workdir, _, _ = sweep
+    run = next(r for r in runs_of(workdir) if r.data.tags["strategy"] == "full_context")  # served from the cache
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    cached = [t for t in traces if t.data.spans[0].attributes.get("cached")]
+    assert len(cached) == 3
+    assert all(not _spans(t, "CHAT_MODEL") for t in cached)
+
+
+def test_the_question_set_is_the_runs_input_dataset(sweep):
+    workdir, _, _ = sweep
+    runs = runs_of(workdir)
+    digests = set()
+    for run in runs:
+        [dataset_input] = run.inputs.dataset_inputs
+        assert dataset_input.dataset.name == "tiny"
+        digests.add(dataset_input.dataset.digest)
+    assert len(digests) == 1  # the same questions: recognisably the same dataset
 
 
 def test_sweep_runs_are_grouped_under_a_parent_run(sweep):
