@@ -35,8 +35,9 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     def __init__(self, answer_for=lambda question: "I do not know", cache_hit_tokens: int = 0,
                  latency_s: float = 0.0, stall_s: float = 3.0, usage_for=None, reasoning_for=None,
-                 prices: dict | None = None, fail_status: int | None = None):
+                 prices: dict | None = None, fail_status: int | None = None, prompt_answer_for=None):
         self.answer_for = answer_for
+        self.prompt_answer_for = prompt_answer_for  # answers from the whole prompt, when the question is not enough
         self.cache_hit_tokens = cache_hit_tokens
         self.latency_s = latency_s
         self.stall_s = stall_s
@@ -124,7 +125,7 @@ class FakeOpenAI:
                     return self._json(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
                 if "SLOW" in question and attempt == 1:
                     time.sleep(fake.stall_s)
-                answer = fake.answer_for(question)
+                answer = fake.prompt_answer_for(prompt) if fake.prompt_answer_for else fake.answer_for(question)
                 reasoning = fake.reasoning_for(question) if fake.reasoning_for else None
                 usage = fake.usage(prompt, answer)
                 fake.bill(usage)  # generated, so billed: whatever reaches the client

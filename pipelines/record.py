@@ -20,8 +20,8 @@ class QuestionRecord:
     context_ids: tuple[str, ...] = ()
     doc_ids: tuple[str, ...] = ()
     retrieved: bool = False  # doc_ids were chosen by retrieval (rag, hybrid), not "all of them"
-    route: str = ""  # self_route: "rag", or the fallback strategy the question went on to
-    fallback_context_tokens: int = 0  # self_route: context tokens the fallback would send (the saving's base)
+    route: str = ""  # strategies of several steps (self_route, cascade): the step that answered
+    fallback_context_tokens: int = 0  # those strategies: context tokens their last step sends (the saving's base)
     retrieval_scores: tuple[float, ...] = ()
     gold_documents: tuple[str, ...] = ()
     context_tokens: int = 0  # cl100k tokens of context sent
@@ -51,6 +51,8 @@ class QuestionRecord:
     judge_latency_s: float | None = None
     judge_error: str = ""
     trace_id: str = ""  # the question's MLflow trace, when tracing is on
+    escalated: bool = False  # a strategy of several steps went past its first
+    calls: str = ""  # those strategies: JSON list of every call made (step, model, tokens, cost, latency)
     scores: dict = field(default_factory=dict)
 
     @property

@@ -67,6 +67,9 @@ def run(cfg: DictConfig) -> dict:
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()
     strategy = build(cfg, "strategy")
+    for step in strategy.steps():  # a plan's own models (a cascade's small one) need their keys too
+        if step.model is not None and not cfg.run.dry_run:
+            step.model.check()
     judge = make_judge(cfg)
     metric_list = metrics.get(list(cfg.metrics) + (["judge"] if judge and "judge" not in cfg.metrics else []))
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
@@ -193,7 +196,7 @@ def _resent_after_crash(ledger: Ledger, prepared, cache) -> int:
     orphaned = ledger.orphaned_keys()
     if not orphaned:
         return 0
-    keys = [k for p in prepared for k in (p.cache_key, p.fallback.cache_key if p.fallback else "") if k]
+    keys = [step.cache_key for p in prepared for step in (p, *p.then) if step.cache_key]
     resend = sum(k in orphaned and not (cache and cache.get(k)) for k in keys)
     if resend:
         log.warning("%d call(s) were in flight when an earlier run died and are sent again: the provider may "

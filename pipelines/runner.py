@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import json
 from dataclasses import dataclass, replace
 
 from tqdm import tqdm
@@ -19,7 +20,6 @@ from pipelines.models.chat import CallFailed, ChatModel, Completion
 from pipelines.prompts import Prompt
 from pipelines.record import QuestionRecord
 from pipelines.strategies import Corpus, Strategy
-from pipelines.strategies.self_route import SelfRoute
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +31,35 @@ class Prepared:
     prompt: Prompt | None  # None when nothing is to be sent (skipped, or the context failed)
     cache_key: str = ""
     context: tuple[str, ...] | None = None  # the texts the strategy chose, for retrieval metrics
-    fallback: "Prepared | None" = None  # self_route: the second route, sent only if the first declines
+    route: str = ""  # the plan step this call is, for strategies of several steps
+    model: ChatModel | None = None  # who answers this step; None: the run's model
+    strategy: Strategy | None = None  # whose plan it is (decides whether to go on)
+    then: tuple["Prepared", ...] = ()  # the plan's later steps, sent only while the strategy escalates
 
 
 def prepare_all(questions: list[Question], strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg,
                 cache: response_cache.ResponseCache | None, context_tokens: int | None = None) -> list[Prepared]:
+    """Every step of the strategy's plan, prepared for every question (no calls yet)."""
+    steps = strategy.steps()
     out = []
     for question in questions:
-        first = _prepared(question, strategy, corpus, model, prompt_cfg, context_tokens)
-        if isinstance(strategy, SelfRoute):
-            second = _prepared(question, strategy.fallback, corpus, model, prompt_cfg, context_tokens)
-            first = replace(first, record=replace(first.record, route="rag"), fallback=second)
-        out.append(first)
+        chain = [_prepared(question, step, strategy, corpus, step.model or model, prompt_cfg, context_tokens, len(steps) > 1)
+                 for step in steps]
+        out.append(replace(chain[0], then=tuple(chain[1:])))
     return out
 
 
-def _prepared(question, strategy, corpus, model, prompt_cfg, context_tokens) -> Prepared:
-    record, prompt, context = prepare(question, strategy, corpus, model, prompt_cfg, context_tokens)
+def _prepared(question, step, strategy, corpus, model, prompt_cfg, context_tokens, multi: bool) -> Prepared:
+    record, prompt, context = prepare(question, step.strategy, corpus, model, prompt_cfg, context_tokens, step.instruction)
+    route = step.name if multi else ""
+    record = replace(record, strategy=strategy.name, route=route)
     key = response_cache.key(model.endpoint, model.request(prompt.messages)) if prompt else ""
     texts = tuple(b.text for b in context.blocks) if context else None
-    return Prepared(question, record, prompt, key, texts)
+    return Prepared(question, record, prompt, key, texts, route, step.model, strategy)
 
 
 def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatModel, prompt_cfg,
-            context_tokens: int | None = None):
+            context_tokens: int | None = None, instruction: str = ""):
     """The record and prompt for one question; `context_tokens` is a matched budget every strategy
     fills at most (full context is cut to it with prompt.overflow)."""
     record = QuestionRecord(
@@ -66,8 +71,8 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         gold_documents=question.gold_documents,
     )
     system = prompt_cfg.system if strategy.system is None else strategy.system
-    if isinstance(strategy, SelfRoute):
-        system = f"{system} {strategy.instruction}"
+    if instruction:
+        system = f"{system} {instruction}"
     template = prompt_cfg.template if strategy.template is None else strategy.template
     try:
         budget = prompts.context_budget(model.prompt_window, model.tokens_per_cl100k, system, template,
@@ -127,7 +132,8 @@ def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[met
 
 
 def _context_of(record: QuestionRecord, item: Prepared):
-    return item.fallback.context if record.route not in ("", "rag") and item.fallback else item.context
+    """The context of the step that answered."""
+    return next((p.context for p in (item, *item.then) if p.route == record.route), item.context)
 
 
 def _routed(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
@@ -142,26 +148,34 @@ def _routed(item: Prepared, model: ChatModel, cache, budget: Budget) -> Question
 
 
 def _calls(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
-    """One call, or for self_route a second one when the first declines; usage and latency add up."""
-    first = _answer(item, model, cache, budget)
-    if item.fallback is None:
-        return first
-    fallback_tokens = item.fallback.record.context_tokens  # what full context on every question would send
-    if first.status == "error" or not SelfRoute.declined(first.answer):
-        return replace(first, fallback_context_tokens=fallback_tokens)
-    traces.retrieval(item.fallback.record, item.fallback.context)
-    second = _answer(item.fallback, model, cache, budget)
+    """The plan's steps in order, while the strategy escalates; one record with every call added up."""
+    chain = (item, *item.then)
+    made = []
+    for i, step in enumerate(chain):
+        if i:
+            traces.retrieval(step.record, step.context)
+        made.append(_answer(step, step.model or model, cache, budget))
+        if i + 1 == len(chain) or not item.strategy.escalate(i, made[-1]):
+            break
+    return made[0] if len(chain) == 1 else _combined(made, chain[-1].record.context_tokens)
+
+
+def _combined(made: list[QuestionRecord], fallback_tokens: int) -> QuestionRecord:
+    """The answering step's record, with the usage, cost and time of every call made for it."""
+    last = made[-1]
+    total = lambda field: sum(getattr(r, field) for r in made)
+    calls = [{"step": r.route, "model": r.model, "status": r.status, "prompt_tokens": r.prompt_tokens,
+              "cache_hit_tokens": r.cache_hit_tokens, "completion_tokens": r.completion_tokens,
+              "cost_usd": r.cost_usd, "latency_s": r.latency_s, "cached": r.cached} for r in made]
+    latencies = [r.latency_s for r in made if r.latency_s is not None]
     return replace(
-        second, route=item.fallback.record.strategy, fallback_context_tokens=fallback_tokens,
-        context_tokens=first.context_tokens + second.context_tokens,
-        prompt_tokens=first.prompt_tokens + second.prompt_tokens,
-        cache_hit_tokens=first.cache_hit_tokens + second.cache_hit_tokens,
-        completion_tokens=first.completion_tokens + second.completion_tokens,
-        reasoning_tokens=first.reasoning_tokens + second.reasoning_tokens,
-        cost_usd=first.cost_usd + second.cost_usd, spent_usd=first.spent_usd + second.spent_usd,
-        latency_s=None if second.latency_s is None else round((first.latency_s or 0) + second.latency_s, 4),
-        attempts=first.attempts + second.attempts, attempt_log=f"{first.attempt_log} | {second.attempt_log}".strip(" |"),
-        strategy=first.strategy, question_id=first.question_id)
+        last, fallback_context_tokens=fallback_tokens, escalated=len(made) > 1, calls=json.dumps(calls),
+        context_tokens=total("context_tokens"), prompt_tokens=total("prompt_tokens"),
+        cache_hit_tokens=total("cache_hit_tokens"), completion_tokens=total("completion_tokens"),
+        reasoning_tokens=total("reasoning_tokens"), cost_usd=total("cost_usd"), spent_usd=total("spent_usd"),
+        latency_s=round(sum(latencies), 4) if last.latency_s is not None else None, attempts=total("attempts"),
+        attempt_log=" | ".join(r.attempt_log for r in made if r.attempt_log), started_at=made[0].started_at,
+        cached=all(r.cached for r in made))
 
 
 def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:

@@ -115,7 +115,7 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         out[f"{field}_total"] = sum(getattr(r, field) for r in records)
     routed = [r for r in records if r.route]
     if routed:
-        out["routed_share"] = sum(r.route != "rag" for r in routed) / len(routed)
+        out["routed_share"] = sum(r.escalated for r in routed) / len(routed)
         # Against sending the fallback's context on every question: the context tokens not sent
         # (a routed question sent both routes' contexts).
         out["context_tokens_saved_vs_fallback"] = sum(r.fallback_context_tokens - r.context_tokens for r in routed)

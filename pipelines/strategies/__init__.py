@@ -55,3 +55,23 @@ class Strategy:
     def build(self, question: Question, corpus: Corpus, budget: int) -> Context:
         """Context for one question; `budget` is how many cl100k tokens the model's window leaves."""
         raise NotImplementedError
+
+    def steps(self) -> list["Step"]:
+        """The calls this strategy may make for a question, in order (its plan). The runner sends the
+        first, then the next for as long as `escalate` says so. One call by default."""
+        return [Step(self.name, self)]
+
+    def escalate(self, step: int, record) -> bool:
+        """After step `step` produced `record` (answered, failed or skipped): go on to the next step?"""
+        return False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a plan: a route name (recorded on the row), the strategy that builds its context,
+    the model that answers (None: the run's model) and a sentence added to the system prompt."""
+
+    name: str
+    strategy: Strategy
+    model: object = None
+    instruction: str = ""
