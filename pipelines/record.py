@@ -53,6 +53,7 @@ class QuestionRecord:
     trace_id: str = ""  # the question's MLflow trace, when tracing is on
     escalated: bool = False  # a strategy of several steps went past its first
     calls: str = ""  # those strategies: JSON list of every call made (step, model, tokens, cost, latency)
+    fallback_usd_estimate: float = 0.0  # those strategies: estimated cost of sending only their last step
     scores: dict = field(default_factory=dict)
 
     @property

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
-from pipelines import interrupt, metrics, prompts, traces
+from pipelines import interrupt, metrics, prompts, tokens, traces
 from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.datasets import Question
 from pipelines.models import cache as response_cache
@@ -157,7 +157,18 @@ def _calls(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionR
         made.append(_answer(step, step.model or model, cache, budget))
         if i + 1 == len(chain) or not item.strategy.escalate(i, made[-1]):
             break
-    return made[0] if len(chain) == 1 else _combined(made, chain[-1].record.context_tokens)
+    if len(chain) == 1:
+        return made[0]
+    return replace(_combined(made, chain[-1].record.context_tokens),
+                   fallback_usd_estimate=_estimated_usd(chain[-1], chain[-1].model or model))
+
+
+def _estimated_usd(item: Prepared, model: ChatModel) -> float:
+    """What the plan's last step alone would cost (estimated from its prompt): the base of the savings."""
+    if item.prompt is None:
+        return 0.0
+    n = tokens.count(item.prompt.text) * model.tokens_per_cl100k
+    return (n * model.prices.input_cache_miss + model.expected_output_tokens * model.prices.output) / 1e6
 
 
 def _combined(made: list[QuestionRecord], fallback_tokens: int) -> QuestionRecord:

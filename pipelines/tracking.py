@@ -119,6 +119,8 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         # Against sending the fallback's context on every question: the context tokens not sent
         # (a routed question sent both routes' contexts).
         out["context_tokens_saved_vs_fallback"] = sum(r.fallback_context_tokens - r.context_tokens for r in routed)
+        # Against always sending the last step (full context, the large model), estimated from its prompts.
+        out["cost_usd_saved_vs_last_step"] = sum(r.fallback_usd_estimate for r in routed) - sum(r.cost_usd for r in routed)
     if any(r.judge_latency_s is not None for r in records):
         out["judge_cost_usd_total"] = sum(r.judge_cost_usd for r in records)
         out["judge_spent_usd_total"] = sum(r.judge_spent_usd for r in records)

@@ -99,6 +99,10 @@ def test_cascade_escalates_only_what_the_small_model_declines(corpus, tmp_path):
     m = run.data.metrics
     assert m["routed_share"] == pytest.approx(2 / 3)
     assert m["cost_usd_total"] == pytest.approx(billed, rel=1e-9)  # the two servers' own bills
+    # Saved against sending every question to the large model: its estimated cost minus what was paid.
+    assert m["cost_usd_saved_vs_last_step"] == pytest.approx(
+        sum(r["fallback_usd_estimate"] for r in rows.values()) - m["cost_usd_total"])
+    assert all(r["fallback_usd_estimate"] > 0 for r in rows.values())
 
 
 @pytest.mark.slow
