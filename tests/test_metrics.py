@@ -161,7 +161,7 @@ def filled(passage: str, n_tokens: int) -> str:
     parts, total = [], 0
     while total < n_tokens:
         parts.append(FILLER[len(parts) % len(FILLER)])
-        total += tokens.count(parts[-1]) + 1
+        total += tokens.count(" " + parts[-1])
     middle = len(parts) // 2
     return " ".join(parts[:middle] + [passage] + parts[middle:])
 
