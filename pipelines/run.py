@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
         model.check()
     strategy = build(cfg, "strategy")
     judge = make_judge(cfg)
-    metric_list = metrics.get(list(cfg.metrics) + (["judge"] if judge and "judge" not in cfg.metrics else []))
+    metric_list = metrics.get(list(cfg.metrics) + [n for n in (judge.metric_names if judge else []) if n not in cfg.metrics])
     check_settings(cfg)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
     questions = list(dataset.questions)
@@ -77,10 +77,12 @@ def run(cfg: DictConfig) -> dict:
     tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(run_name=f"{strategy.name}·{model.name}"):
         mlflow.set_tags(run_tags(cfg, strategy.name, model.name, dataset))
+        mlflow.set_tag("scoring_version", metrics.scoring_version(cfg.prompt.system, cfg.prompt.template))
         mlflow.log_params(tracking.flatten(cfg))
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
                            "dataset.skipped_rows": len(dataset.skipped_rows),
-                           "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
+                           "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents),
+                           "scoring_version": metrics.scoring_version(cfg.prompt.system, cfg.prompt.template)})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_metric("estimated_usd", guess.usd)
         start = time.perf_counter()
