@@ -73,10 +73,16 @@ def has_answer(record: QuestionRecord) -> bool:
     return record.answered and bool(record.answer.strip())
 
 
-def get(names: list[str]) -> list[Metric]:
+JUDGED = ("judge", "faithfulness")  # filled in by pipelines/judge.py: without a judge only non-answers would get a value
+
+
+def get(names: list[str], judged: bool = True) -> list[Metric]:
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise UserError(f"metrics: unknown metric(s) {', '.join(unknown)}; valid: {', '.join(sorted(REGISTRY))}")
+    orphans = [n for n in names if n in JUDGED and not judged]
+    if orphans:
+        raise UserError(f"metrics: {', '.join(orphans)} need a judge (judge=deepseek-chat, ...); the offline check is faithfulness_lexical")
     return [REGISTRY[n] for n in names]
 
 

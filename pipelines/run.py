@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
         model.check()
     strategy = build(cfg, "strategy")
     judge = make_judge(cfg)
-    metric_list = metrics.get(list(cfg.metrics) + [n for n in (judge.metric_names if judge else []) if n not in cfg.metrics])
+    metric_list = metrics.get(list(cfg.metrics) + [n for n in (judge.metric_names if judge else []) if n not in cfg.metrics], judged=judge is not None)
     check_settings(cfg)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
     questions = list(dataset.questions)

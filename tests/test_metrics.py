@@ -218,3 +218,10 @@ def test_prepare_copies_the_document_of_each_context_item():
     assert record.context_doc_ids == ("p#1", "p#1") and record.context_ids == ("p#1#0", "p#1#3")
     with pytest.raises(ValueError, match="2 context_ids but 1 context_doc_ids"):
         Context((), ("a#0", "a#1"), ("a",), context_doc_ids=("a",))
+
+
+def test_the_judges_metrics_need_a_judge():
+    # Without a judge they would hold values only for non-answers (0): a mean of failures.
+    with pytest.raises(Exception, match="metrics: faithfulness need a judge.*faithfulness_lexical"):
+        metrics.get(["f1", "faithfulness"], judged=False)
+    assert [m.name for m in metrics.get(["f1", "faithfulness"], judged=True)] == ["f1", "faithfulness"]
