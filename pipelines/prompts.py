@@ -48,6 +48,42 @@ def context_budget(window_tokens: int, tokens_per_cl100k: float, system: str, te
     return max(0, int(window_tokens / tokens_per_cl100k) - fixed - max(question_reserve, tokens.count(question)))
 
 
+MARKER = "\n\n[... {} tokens omitted to fit the context window ...]\n\n"
+
+
+def _whole(ids: list[int]) -> str:
+    """Text of a slice of token ids without the partial characters at its two ends: cl100k splits
+    multi-byte characters (CJK, emoji) across tokens, and decoding half of one gives U+FFFD."""
+    return tokens.encoding().decode_bytes(ids).decode("utf-8", errors="ignore")
+
+
+def fit(text: str, budget: int) -> tuple[str, int]:
+    """`text` cut to at most `budget` cl100k tokens: head and tail kept, the middle replaced by a
+    marker that says how much went; (text, tokens dropped). A budget too small for the marker keeps
+    the head alone. Never cuts inside a character, never ends above the budget."""
+    ids = tokens.encode(text)
+    if len(ids) <= budget:
+        return text, 0
+    n = budget - tokens.count(MARKER.format(len(ids)))  # ids to keep around the marker
+    marked = n > 0
+    if not marked:
+        n = budget
+    while True:
+        if marked:
+            head, tail = n - n // 2, n // 2
+            dropped = len(ids) - head - tail
+            cut = _whole(ids[:head]) + MARKER.format(dropped) + (_whole(ids[-tail:]) if tail else "")
+        else:
+            dropped = len(ids) - n
+            cut = _whole(ids[:n])
+        over = tokens.count(cut) - budget  # re-encoding at the cuts can merge or split tokens: checked
+        if over <= 0:
+            return cut, dropped
+        n -= over
+        if marked and n <= 0:
+            marked, n = False, budget
+
+
 def build(context: Context, question: str, system: str, template: str, budget: int, policy: str) -> Prompt:
     if policy not in POLICIES:
         raise ValueError(f"prompt.overflow must be one of {POLICIES}, got {policy!r}")
@@ -57,10 +93,5 @@ def build(context: Context, question: str, system: str, template: str, budget: i
         return Prompt(messages(system, template, text, question), len(ids), 0, "ok")
     if policy == "skip":
         return Prompt([], len(ids), 0, "skipped")
-    marker = "\n\n[... {} tokens omitted to fit the context window ...]\n\n"
-    # Re-encoding at the two cuts can shift a token or two: leave that much slack.
-    keep = max(0, budget - tokens.count(marker.format(len(ids))) - 4)
-    head, tail = keep - keep // 2, keep // 2
-    dropped = len(ids) - head - tail
-    text = tokens.decode(ids[:head]) + marker.format(dropped) + (tokens.decode(ids[-tail:]) if tail else "")
-    return Prompt(messages(system, template, text, question), tokens.count(text), dropped, "truncated")
+    cut, dropped = fit(text, budget)
+    return Prompt(messages(system, template, cut, question), tokens.count(cut), dropped, "truncated")

@@ -54,6 +54,8 @@ class QuestionRecord:
     escalated: bool = False  # a strategy of several steps went past its first
     calls: str = ""  # those strategies: JSON list of every call made (step, model, tokens, cost, latency)
     fallback_usd_estimate: float = 0.0  # those strategies: estimated cost of sending only their last step
+    context_doc_ids: tuple[str, ...] = ()  # the document of each context item, parallel to context_ids
+    judge_dropped_tokens: int = 0  # cl100k tokens of context cut to fit the judge's own window
     scores: dict = field(default_factory=dict)
 
     @property
@@ -64,7 +66,7 @@ class QuestionRecord:
         """Flat row for the per-question table: lists joined, scores as their own columns."""
         out = asdict(self)
         scores = out.pop("scores")
-        for key in ("context_ids", "doc_ids", "gold_documents"):
+        for key in ("context_ids", "doc_ids", "gold_documents", "context_doc_ids"):
             out[key] = "; ".join(out[key])
         out["retrieval_scores"] = "; ".join(f"{s:.4f}" for s in out["retrieval_scores"])
         return {**out, **scores}

@@ -71,7 +71,7 @@ def run(cfg: DictConfig) -> dict:
         if step.model is not None and not cfg.run.dry_run:
             step.model.check()
     judge = make_judge(cfg)
-    metric_list = metrics.get(list(cfg.metrics) + (["judge"] if judge and "judge" not in cfg.metrics else []))
+    metric_list = metrics.get(list(cfg.metrics) + [n for n in (judge.metric_names if judge else []) if n not in cfg.metrics], judged=judge is not None)
     dataset = build(cfg, "dataset").load(cfg.run.cache_dir)
     questions = list(dataset.questions)
     if cfg.run.shuffle_seed is not None:
@@ -108,10 +108,13 @@ def run(cfg: DictConfig) -> dict:
                          "config_digest": digest})
         if resend:
             mlflow.set_tag("resent_after_crash", str(resend))
+        scoring = metrics.scoring_version(cfg.prompt.system, cfg.prompt.template)
+        mlflow.set_tag("scoring_version", scoring)
         mlflow.log_params(tracking.flatten(cfg))
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
                            "dataset.skipped_rows": len(dataset.skipped_rows),
-                           "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
+                           "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents),
+                           "scoring_version": scoring})
         mlflow.log_text(tracking.redacted_yaml(cfg), "config.yaml")
         mlflow.log_metric("estimated_usd", guess.usd)
         tracking.log_questions(questions, dataset.name, _dataset_source(cfg))
@@ -124,7 +127,7 @@ def run(cfg: DictConfig) -> dict:
             if judge and not interrupt.requested():
                 records = judge.grade_all(records, prepared, cache, budget)
             summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
-            traces.assess(records)
+            traces.assess(records, scoring)
         finally:
             traces.enable(None)
         if budget.stopped and cfg.budget.max_usd is not None:

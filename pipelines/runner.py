@@ -81,6 +81,7 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
             budget = min(budget, context_tokens)
         context = strategy.build(question, corpus, budget)
         record = replace(record, context_ids=context.context_ids, doc_ids=context.doc_ids,
+                         context_doc_ids=context.context_doc_ids,
                          retrieval_scores=context.scores, retrieved=context.retrieved)
         prompt = prompts.build(context, question.text, system, template, budget, prompt_cfg.overflow)
     except Exception as err:  # recorded on the row, never dropped: the run goes on

@@ -87,6 +87,7 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         out[f"n_{status}"] = sum(r.status == status for r in records)
     for metric in metrics:
         values = [r.scores[metric.name] for r in records if metric.name in r.scores]
+        out[f"{metric.name}_n"] = len(values)  # the rows the mean covers, beside it
         if values:
             out[metric.name] = float(np.mean(values))
             out[f"{metric.name}_ci_low"], out[f"{metric.name}_ci_high"] = stats.bootstrap_ci(values)

@@ -26,7 +26,8 @@ class Notes(Strategy):
         self.name = name
 
     def build(self, question, corpus, budget):
-        return Context((Block(self.name, f"notes for {self.name}"),), (self.name,), (self.name,), retrieved=False)
+        return Context((Block(self.name, f"notes for {self.name}"),), (self.name,), (self.name,), retrieved=False,
+                       context_doc_ids=(self.name,))
 
 
 class ThreeTries(Strategy):

@@ -59,7 +59,7 @@ def test_full_context_gives_every_document_without_building_an_index(corpus, tmp
 
 def _context(n_tokens: int) -> Context:
     text = " ".join(f"w{i}" for i in range(n_tokens))  # "w123" style words: a few tokens each
-    return Context(blocks=(Block("doc.txt", text),), context_ids=("d",), doc_ids=("d",))
+    return Context(blocks=(Block("doc.txt", text),), context_ids=("d",), doc_ids=("d",), context_doc_ids=("d",))
 
 
 def test_prompt_puts_documents_first_and_question_last():

@@ -25,6 +25,13 @@ class Context:
     doc_ids: tuple[str, ...]  # the documents the context came from, best first
     scores: tuple[float, ...] = ()  # retrieval score per context id, when there is one
     retrieved: bool = True  # False when the strategy takes every document without choosing
+    # The document of each context item, parallel to context_ids: metrics map chunks to documents
+    # with it, never by parsing ids (LaRA document ids contain '#').
+    context_doc_ids: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if len(self.context_doc_ids) != len(self.context_ids):
+            raise ValueError(f"Context: {len(self.context_ids)} context_ids but {len(self.context_doc_ids)} context_doc_ids")
 
 
 class Corpus:

@@ -15,5 +15,6 @@ class FullContext(Strategy):
             blocks=tuple(Block(d.doc_id, d.text) for d in docs),
             context_ids=tuple(d.doc_id for d in docs),
             doc_ids=tuple(d.doc_id for d in docs),
+            context_doc_ids=tuple(d.doc_id for d in docs),
             retrieved=False,
         )

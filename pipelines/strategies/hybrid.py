@@ -74,4 +74,5 @@ class Hybrid(Strategy):
             context_ids=tuple(d for d, _ in chosen),
             doc_ids=tuple(d for d, _ in chosen),
             scores=tuple(round(s, 4) for _, s in chosen),
+            context_doc_ids=tuple(d for d, _ in chosen),
         )

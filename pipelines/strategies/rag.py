@@ -37,6 +37,7 @@ class Rag(Strategy):
             context_ids=tuple(h.chunk.chunk_id for h in hits),
             doc_ids=tuple(dict.fromkeys(h.chunk.doc_id for h in sorted(hits, key=lambda h: -h.score))),
             scores=tuple(round(h.score, 4) for h in hits),
+            context_doc_ids=tuple(h.chunk.doc_id for h in hits),
         )
 
 
