@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
-from pipelines import PROJECT_ROOT, charts, projection, stats, tracking
+from pipelines import charts, package_dir, projection, stats, tracking
 from pipelines.errors import UserError
 
 QUALITY = ["judge", "f1", "exact_match", "rouge_l", "semantic_similarity", "doc_recall", "faithfulness"]
@@ -159,7 +159,7 @@ def highlights(configs, metric: str) -> list[str]:
 
 def model_pricings() -> list[projection.Pricing]:
     out = []
-    for path in sorted((PROJECT_ROOT / "conf" / "model").glob("*.yaml")):
+    for path in sorted((package_dir("conf") / "model").glob("*.yaml")):
         cfg = OmegaConf.load(path)
         prices = cfg.get("prices", {})
         if not isinstance(prices.get("output"), (int, float)) or not prices.get("output") or cfg.get("expired"):

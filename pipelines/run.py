@@ -35,7 +35,7 @@ from pipelines.strategies import Corpus
 log = logging.getLogger("pipelines")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://pipelines.conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     secrets.load_env_file()
     try:
@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
              strategy.name, model.name, len(records), summary["n_ok"], summary["n_truncated"],
              summary["n_skipped"], summary["n_error"], summary["spent_usd_total"], run_id)
     return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary,
-            "overrides": list(HydraConfig.get().overrides.task)}
+            "overrides": list(HydraConfig.get().overrides.task), "run_id": run_id, "records": records}
 
 
 def _verdict(cfg: DictConfig, records, summary: dict, run_id: str) -> tuple[RunStopped | None, str]:

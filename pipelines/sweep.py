@@ -55,7 +55,7 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if job_return.status.name == "COMPLETED" and isinstance(job_return.return_value, dict):
-            self.rows.append(job_return.return_value)
+            self.rows.append({k: v for k, v in job_return.return_value.items() if k != "records"})
         elif job_return.status.name != "COMPLETED":
             self.failed += 1
 

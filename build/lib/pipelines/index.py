@@ -1,0 +1,117 @@
+"""Chunk documents with llama-index's SentenceSplitter, embed them, keep them in a persistent Chroma
+collection named by a hash of (documents, chunker settings, embedding model), so one corpus is embedded
+once across runs, strategies and sweeps."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines import tokens
+from pipelines.documents import Document
+from pipelines.embeddings import Embedder
+
+log = logging.getLogger(__name__)
+TIE_MARGIN = 16
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str  # "<doc_id>#<n>", n counting from 0 in document order
+    doc_id: str
+    position: int
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float  # cosine similarity to the question
+
+
+def split(documents: list[Document], chunk_size: int, chunk_overlap: int) -> list[Chunk]:
+    from llama_index.core.node_parser import SentenceSplitter
+
+    # Our tokenizer, not llama-index's default (which would fetch an encoding from the web).
+    splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokens.encode)
+    chunks = []
+    for doc in documents:
+        for n, text in enumerate(splitter.split_text(doc.text)):
+            chunks.append(Chunk(f"{doc.doc_id}#{n}", doc.doc_id, n, text, tokens.count(text)))
+    return chunks
+
+
+class VectorIndex:
+    def __init__(self, documents: list[Document], embedder: Embedder, cache_dir: str | Path,
+                 chunk_size: int, chunk_overlap: int, model_name: str):
+        self.embedder = embedder
+        self.key = _index_key(documents, chunk_size, chunk_overlap, model_name)
+        self.chunks = split(documents, chunk_size, chunk_overlap)
+        self.by_id = {c.chunk_id: c for c in self.chunks}
+        path = Path(cache_dir) / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        # Parallel sweep jobs (joblib launcher) share the cache: one builds, the others wait and reuse.
+        with open(path / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.collection = _open_collection(path, f"chunks-{self.key}")
+            if self.collection.metadata.get("complete") is not True:
+                self._build()
+            else:
+                log.info("index %s: %d chunks from cache", self.key, len(self.chunks))
+
+    def _build(self) -> None:
+        log.info("index %s: embedding %d chunks", self.key, len(self.chunks))
+        vectors = self.embedder.embed([c.text for c in self.chunks], progress=True)
+        batch = self.collection._client.get_max_batch_size()
+        for start in range(0, len(self.chunks), batch):
+            part = self.chunks[start:start + batch]
+            self.collection.upsert(
+                ids=[c.chunk_id for c in part],
+                embeddings=vectors[start:start + batch],
+                metadatas=[{"doc_id": c.doc_id, "position": c.position} for c in part],
+            )
+        # Marked only once every chunk is stored, so an interrupted build is redone, not reused.
+        self.collection.modify(metadata={"complete": True})
+
+    def search(self, query: str, k: int, doc_ids: tuple[str, ...] = ()) -> list[Hit]:
+        """Top-k chunks; only from `doc_ids` when given (a question asked over part of the corpus)."""
+        k = min(k, len(self.chunks))
+        if k <= 0:
+            return []
+        vector = self.embedder.embed([query])
+        where = {"doc_id": {"$in": list(doc_ids)}} if doc_ids else None
+        # A few more than asked, so chunks with equal scores (repeated boilerplate) are ordered by their
+        # place in the corpus, not by HNSW's visiting order: the same question gets the same prompt on
+        # every run, and the response cache can answer it.
+        n = min(len(self.chunks), k + TIE_MARGIN)
+        found = self.collection.query(query_embeddings=vector, n_results=n, where=where, include=["distances"])
+        # cosine space: distance = 1 - similarity
+        hits = [Hit(self.by_id[i], 1.0 - d) for i, d in zip(found["ids"][0], found["distances"][0])]
+        return sorted(hits, key=lambda h: (-round(h.score, 5), h.chunk.doc_id, h.chunk.position))[:k]
+
+
+def _index_key(documents: list[Document], chunk_size: int, chunk_overlap: int, model_name: str) -> str:
+    spec = {
+        "documents": sorted((d.doc_id, d.sha256) for d in documents),
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+        "embedding_model": model_name,
+        "tokenizer": "cl100k",
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _open_collection(path: Path, name: str):
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    # embedding_function=None: we always pass vectors; Chroma's default function downloads a model.
+    return client.get_or_create_collection(
+        name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}, metadata={"complete": False}
+    )

