@@ -3,6 +3,7 @@
     ragbench run [Hydra overrides]        e.g. ragbench run strategy=rag model=deepseek-chat run.limit=10
     ragbench report [--experiment ...]    the research report (pipelines/report.py)
     ragbench compare --a ... --b ...      paired comparison of two runs (pipelines/compare.py)
+    ragbench review export/import ...     human ratings in and out (pipelines/review.py)
 
 `ragbench run --help` lists the config groups; `ragbench run --shell-completion install=bash` prints
 Hydra's tab completion for your shell."""
@@ -12,7 +13,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"run": "pipelines.run", "report": "pipelines.report", "compare": "pipelines.compare"}
+COMMANDS = {"run": "pipelines.run", "report": "pipelines.report", "compare": "pipelines.compare",
+            "review": "pipelines.review"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -329,3 +329,6 @@ def scoring_version(system: str, template: str) -> str:
     rubric = _digest(judging.RUBRIC, judging.NO_REFERENCE, judging.FAITHFUL, repr(sorted(judging.SCORES.items())))
     return (f"rules{RULES_VERSION}-abstain.{_digest(_ABSTAIN.pattern)}-faith.{FAITHFULNESS_METHOD}"
             f"-judge.{rubric}-prompt.{_digest(system, template)}")
+
+
+from pipelines import text_metrics  # noqa: E402,F401  (registers bleu and bertscore)

@@ -55,8 +55,8 @@ def test_doc_recall_only_for_strategies_that_choose_documents():
 
 
 def test_unknown_metric_names_the_valid_ones():
-    with pytest.raises(Exception, match="unknown metric.*bleu.*valid: abstained, doc_precision, doc_recall, evidence_recall, exact_match, f1"):
-        metrics.get(["f1", "bleu"])
+    with pytest.raises(Exception, match="unknown metric.*blue.*valid: abstained, bertscore, bleu, doc_precision, doc_recall"):
+        metrics.get(["f1", "blue"])
 
 
 def test_unanswerable_questions_score_one_only_for_an_abstention():
@@ -225,3 +225,23 @@ def test_the_judges_metrics_need_a_judge():
     with pytest.raises(Exception, match="metrics: faithfulness need a judge.*faithfulness_lexical"):
         metrics.get(["f1", "faithfulness"], judged=False)
     assert [m.name for m in metrics.get(["f1", "faithfulness"], judged=True)] == ["f1", "faithfulness"]
+
+
+def test_bleu_matches_a_hand_computed_sentence_bleu():
+    from pipelines.metrics import REGISTRY
+
+    q = Question("q", "?", ("a b c e",))
+    # n-gram precisions 3/4, 2/3, 1/2 and 0/1, the last smoothed to 1/2 (sacrebleu's default "exp"
+    # smoothing); same length, so no brevity penalty: (3/4 * 2/3 * 1/2 * 1/2) ** (1/4) = 0.5946.
+    assert REGISTRY["bleu"].fn(QuestionRecord("q", "rag", "m", "?", "", answer="a b c d"), q) == pytest.approx(0.5946, abs=1e-4)
+    assert REGISTRY["bleu"].fn(QuestionRecord("q", "rag", "m", "?", "", answer="a b c e"), q) == pytest.approx(1.0)
+
+
+def test_bertscore_is_offline_and_orders_answers_by_meaning():
+    from pipelines.metrics import REGISTRY
+
+    q = Question("q", "How long is the river?", ("The river is 212 kilometres long.",))
+    score = lambda answer: REGISTRY["bertscore"].fn(QuestionRecord("q", "rag", "m", "?", "", answer=answer), q)
+    same, close, unrelated = score("The river is 212 kilometres long."), score("It is 212 km long."), score("Bananas are yellow.")
+    assert same == pytest.approx(1.0, abs=1e-4)
+    assert 1.0 > close > unrelated > 0
