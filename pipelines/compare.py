@@ -22,7 +22,10 @@ from pipelines.metrics import REGISTRY
 
 def find_run(experiment: str, side: list[str]):
     if len(side) == 1 and "=" not in side[0]:
-        return mlflow.get_run(side[0])
+        try:
+            return mlflow.get_run(side[0])
+        except mlflow.exceptions.MlflowException:
+            raise UserError(f"--a/--b: no run with id {side[0]!r}") from None
     filters = ["attributes.status = 'FINISHED'"]
     for item in side:
         key, _, value = item.partition("=")
@@ -68,7 +71,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tracking", default="mlruns", help="MLflow store (default: mlruns)")
     args = parser.parse_args(argv)
     try:
-        mlflow.set_tracking_uri(tracking.tracking_uri(args.tracking))
+        tracking.find_experiment(args.tracking, args.experiment)
         run_a, run_b = find_run(args.experiment, args.a), find_run(args.experiment, args.b)
         results = compare(run_a, run_b, args.metrics)
     except UserError as err:
@@ -78,8 +81,8 @@ def main(argv=None) -> None:
     print(f"A = {label(run_a)} ({run_a.info.run_id[:8]}), B = {label(run_b)} ({run_b.info.run_id[:8]})")
     print(f"{'metric':22} {'n':>4} {'A':>9} {'B':>9} {'A-B':>9} {'95% CI':>21} {'p':>7}")
     for name, r in results.items():
-        print(f"{name:22} {r.n:>4} {r.mean_a:>9.4f} {r.mean_b:>9.4f} {r.diff:>+9.4f} "
-              f"[{r.ci_low:>+8.4f}, {r.ci_high:>+8.4f}] {r.p_value:>7.4f}")
+        interval = f"inconclusive (n<{stats.MIN_PAIRED})" if r.inconclusive else f"[{r.ci_low:>+8.4f}, {r.ci_high:>+8.4f}]"
+        print(f"{name:22} {r.n:>4} {r.mean_a:>9.4f} {r.mean_b:>9.4f} {r.diff:>+9.4f} {interval:>21} {r.p_value:>7.4f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,16 @@ from pipelines.errors import UserError
 QUALITY = ["judge", "f1", "exact_match", "rouge_l", "semantic_similarity", "doc_recall", "faithfulness"]
 
 
-def load_configs(experiment: str, sweep_dir: str | None) -> list[dict]:
+def load_configs(experiment: str, sweep_dir: str | None, store: str | None = None,
+                 latest_sweep: bool = True) -> list[dict]:
+    """The finished runs to report: one sweep's (the latest, unless `sweep_dir` names one or
+    `latest_sweep` is off); a configuration run again counts once, by its latest run."""
+    if store:
+        tracking.find_experiment(store, experiment)
+    if sweep_dir is None and latest_sweep:
+        sweeps = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.kind = 'sweep'",
+                                    order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+        sweep_dir = sweeps[0].data.tags.get("sweep_dir") if sweeps else None
     filters = ["tags.kind = 'run'", "attributes.status = 'FINISHED'"]
     if sweep_dir:
         filters.append(f"tags.sweep_dir = '{sweep_dir}'")
@@ -37,6 +46,11 @@ def load_configs(experiment: str, sweep_dir: str | None) -> list[dict]:
     if not runs:
         raise UserError(f"no finished runs in experiment {experiment!r}" + (f" with sweep_dir {sweep_dir}" if sweep_dir else ""))
     varying = _varying_params(runs)
+    latest = {}
+    for run in runs:  # a rerun of a configuration replaces it: never compared with itself
+        latest[(run.data.tags.get("strategy"), run.data.tags.get("model"),
+                tuple(run.data.params.get(k) for k in varying))] = run
+    runs = sorted(latest.values(), key=lambda r: r.info.start_time)
     configs = []
     for run in runs:
         m, p, t = run.data.metrics, run.data.params, run.data.tags
@@ -62,7 +76,7 @@ def load_configs(experiment: str, sweep_dir: str | None) -> list[dict]:
 def _varying_params(runs) -> list[str]:
     """Params that differ between the runs (besides strategy and model): they name the configurations."""
     keys = set().union(*(r.data.params for r in runs))
-    skip = ("strategy.", "model.", "dataset.", "judge.", "tracking.", "hydra.")
+    skip = ("strategy._target_", "model.", "dataset.", "judge.", "tracking.", "hydra.", "scoring_version")
     return sorted(k for k in keys if not k.startswith(skip)
                   and len({r.data.params.get(k) for r in runs}) > 1)
 
@@ -81,8 +95,11 @@ def summary_rows(configs, metric: str) -> list[dict]:
         m = c["metrics"]
         row = {"configuration": c["label"], "questions": c["questions"]}
         for q in QUALITY:
-            if q in m:
-                row[q] = f"{m[q]:.3f} [{m.get(q + '_ci_low', m[q]):.3f}, {m.get(q + '_ci_high', m[q]):.3f}]"
+            if q in m:  # numbers, one column per bound, and the rows the mean covers
+                row[q] = round(m[q], 4)
+                row[f"{q} low"], row[f"{q} high"] = round(m.get(q + "_ci_low", m[q]), 4), round(m.get(q + "_ci_high", m[q]), 4)
+                if q + "_n" in m:
+                    row[f"{q} n"] = int(m[q + "_n"])
         row.update({
             "USD / question": f"{c['cost_per_question']:.6f}", "USD / 1k questions": f"{c['cost_per_question'] * 1000:.2f}",
             "input miss": int(m.get("prompt_tokens_total", 0) - m.get("cache_hit_tokens_total", 0)),
@@ -126,13 +143,16 @@ def paired_differences(configs, metric: str) -> list[dict]:
     for a, b in itertools.combinations(configs, 2):
         if a["model"] != b["model"]:
             continue
+        if {r["question_id"] for r in a["rows"]} != {r["question_id"] for r in b["rows"]} or a["label"] == b["label"]:
+            continue  # different question sets, or the same configuration: not a comparison
         sa = {r["question_id"]: r[metric] for r in a["rows"] if r.get(metric) is not None}
         sb = {r["question_id"]: r[metric] for r in b["rows"] if r.get(metric) is not None}
         if len(set(sa) & set(sb)) < 2:
             continue
         p = stats.paired(sa, sb)
+        interval = f"inconclusive (n<{stats.MIN_PAIRED})" if p.inconclusive else f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]"
         out.append({"A": a["label"], "B": b["label"], "n": p.n, f"{metric} A-B": f"{p.diff:+.3f}",
-                    "95% CI": f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]", "p": f"{p.p_value:.3f}"})
+                    "95% CI": interval, "p": f"{p.p_value:.3f}"})
     return out
 
 
@@ -205,8 +225,8 @@ def md_table(rows: list[dict]) -> str:
 
 
 def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str | None = None,
-          threshold: float = 0.5) -> Path:
-    configs = load_configs(experiment, sweep_dir)
+          threshold: float = 0.5, every_run: bool = False) -> Path:
+    configs = load_configs(experiment, sweep_dir, latest_sweep=not every_run)
     metric = primary_metric(configs, metric)
     out.mkdir(parents=True, exist_ok=True)
     for c in configs:
@@ -305,7 +325,8 @@ def _inline(text: str) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="sec10q_apple")
-    parser.add_argument("--sweep-dir", help="only the runs of this Hydra sweep (the runs' sweep_dir tag)")
+    parser.add_argument("--sweep-dir", help="only the runs of this Hydra sweep (default: the latest sweep)")
+    parser.add_argument("--all", action="store_true", help="every finished run of the experiment, not one sweep")
     parser.add_argument("--metric", help="quality metric to rank by (default: judge if logged, else f1)")
     parser.add_argument("--correct-threshold", type=float, default=0.5, help="a question counts as correct at or above this")
     parser.add_argument("--out", help="report folder (default: reports/<experiment>-<time>)")
@@ -313,8 +334,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out or f"reports/{args.experiment}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
-        experiment_id = tracking.use_experiment(args.tracking, args.experiment)
-        build(args.experiment, out, args.sweep_dir, args.metric, args.correct_threshold)
+        experiment_id = tracking.find_experiment(args.tracking, args.experiment)
+        build(args.experiment, out, args.sweep_dir, args.metric, args.correct_threshold, args.all)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -64,19 +64,26 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         parents = [] if config.run.dry_run else self._find_parents(config)
-        client = mlflow.MlflowClient()
         for parent in parents:
+            client = mlflow.MlflowClient()  # only now: without a tracking URI MLflow 3 creates ./mlflow.db
             children = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list",
                                           filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
             # From MLflow, not from on_job_end: with the joblib launcher the jobs ran in other processes.
+            children = sorted(children, key=lambda r: r.info.start_time)
+            varying = _varying_params(children)
             rows = [{"kind": "result", "strategy": r.data.tags.get("strategy"), "model": r.data.tags.get("model"),
-                     **r.data.metrics} for r in sorted(children, key=lambda r: r.info.start_time)]
+                     "overrides": [f"{k}={r.data.params.get(k)}" for k in varying], **r.data.metrics} for r in children]
             failed = sum(r.info.status != "FINISHED" for r in children)
             text = render(rows, RESULT, total="spent_usd_total") if rows else ""
             if text:
                 client.log_text(parent.info.run_id, text, "sweep_summary.txt")
+                if not self.rows:  # the jobs ran in other processes (joblib): print what MLflow has
+                    print(text)
             client.set_tag(parent.info.run_id, "jobs", f"{len(children) - failed} finished, {failed} failed")
-            client.set_terminated(parent.info.run_id, "FAILED" if failed or self.failed else "FINISHED")
+            if any("budget_stopped" in r.data.tags for r in children):
+                client.set_tag(parent.info.run_id, "budget_stopped", "true")
+            if parent.info.status == "RUNNING":
+                client.set_terminated(parent.info.run_id, "FAILED" if failed or self.failed else "FINISHED")
         self._print(self.rows)
 
     @staticmethod
@@ -97,6 +104,12 @@ class SweepSummary(Callback):
                 tables.append(render(chosen, columns, total="usd" if kind == "estimate" else "spent_usd_total"))
         if tables:
             print("\n\n".join(tables))
+
+
+def _varying_params(runs) -> list[str]:
+    from pipelines.report import _varying_params as varying
+
+    return varying(runs) if runs else []
 
 
 def render(rows: list[dict], columns, total: str) -> str:

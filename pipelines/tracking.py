@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines import secrets, stats
+from pipelines.errors import UserError
 from pipelines.metrics import Metric
 from pipelines.record import STATUSES, QuestionRecord
 
@@ -45,6 +46,16 @@ def use_experiment(store: str, name: str) -> str:
             experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def find_experiment(store: str, name: str) -> str:
+    """The id of an existing experiment; an unknown name is an error, never a new empty experiment."""
+    mlflow.set_tracking_uri(tracking_uri(store))
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        known = sorted(e.name for e in mlflow.search_experiments() if e.name != "Default")
+        raise UserError(f"--experiment {name!r}: no such experiment in {store} (known: {', '.join(known) or 'none'})")
+    return experiment.experiment_id
 
 
 @contextlib.contextmanager
@@ -103,10 +114,12 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         out["output_tokens_per_s_p50"] = float(np.median(speeds))
     cost = sum(r.cost_usd for r in records)
     out["cost_usd_total"] = cost  # what the answers cost, cached ones included: comparable across reruns
-    out["cost_usd_per_question"] = cost / len(records) if records else 0.0
-    if records:
+    # Per ANSWERED question: a budget-stopped run must not look cheaper for the questions it never sent.
+    answered = [r for r in records if r.answered]
+    out["cost_usd_per_question"] = cost / len(answered) if answered else 0.0
+    if answered:
         out["cost_usd_per_question_ci_low"], out["cost_usd_per_question_ci_high"] = stats.bootstrap_ci(
-            [r.cost_usd for r in records])
+            [r.cost_usd for r in answered])
     out["spent_usd_total"] = sum(r.spent_usd for r in records)  # what this run paid
     out["n_cached"] = sum(r.cached for r in records)
     out["attempts_total"] = sum(r.attempts for r in records)

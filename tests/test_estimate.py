@@ -59,3 +59,4 @@ def test_dry_run_prints_the_sweep_table_and_sends_nothing(corpus, tmp_path):
     assert int(rows["full_context"][6].replace(",", "")) > 0
     assert rows["total"][-1].startswith("$")
     assert not (tmp_path / "mlruns").exists()
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's default store: nothing may open it

@@ -44,8 +44,10 @@ def test_summary_numbers_are_the_runs_numbers(built):
         row = rows[strategy]
         assert float(row["USD / question"]) == pytest.approx(m["cost_usd_per_question"], abs=1e-6)
         assert float(row["USD / 1k questions"]) == pytest.approx(m["cost_usd_per_question"] * 1000, abs=0.01)
-        low, high = map(float, re.findall(r"[\d.]+", row["f1"].split("[")[1]))
+        assert float(row["f1"]) == pytest.approx(m["f1"], abs=1e-4)
+        low, high = float(row["f1 low"]), float(row["f1 high"])
         assert (low, high) == (pytest.approx(m["f1_ci_low"], abs=1e-3), pytest.approx(m["f1_ci_high"], abs=1e-3))
+        assert int(row["f1 n"]) == m["f1_n"] == 4
         assert int(row["failed"]) == m["n_error"] == 1
 
 
@@ -85,3 +87,45 @@ def test_pareto_front():
     configs = [{"label": "a", "c": 1.0, "q": 0.5}, {"label": "b", "c": 2.0, "q": 0.4}, {"label": "c", "c": 3.0, "q": 0.9},
                {"label": "d", "c": 0.5, "q": 0.2}]
     assert [c["label"] for c in charts.pareto_front(configs, "c", "q")] == ["d", "a", "c"]
+
+
+def test_unknown_experiment_is_an_error_not_a_new_experiment(fake_sweep, tmp_path, capsys):
+    workdir, _, _ = fake_sweep
+    from pipelines import compare
+
+    for main, args in ((report.main, ["--experiment", "tinyy", "--out", str(tmp_path / "r")]),
+                       (compare.main, ["--experiment", "tinyy", "--a", "strategy=rag", "--b", "strategy=hybrid"]),
+                       (compare.main, ["--experiment", "tiny", "--a", "0123456789abcdef", "--b", "strategy=rag"])):
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--tracking", str(workdir / "mlruns")])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    assert mlflow.get_experiment_by_name("tinyy") is None
+
+
+def test_a_report_covers_the_latest_sweep_and_never_pairs_a_rerun_with_itself(fake_sweep, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import dataset_overrides, fake_model_overrides, scripted
+    from pipelines.fake_server import FakeOpenAI
+
+    workdir, _, _ = fake_sweep
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy)
+    corpus = copy / "corpus"
+    with FakeOpenAI(scripted) as server:  # a rerun of one configuration, then a sweep of two prefilters
+        for extra in (["strategy=rag"], ["strategy=hybrid", "strategy.prefilter=dense,bm25"]):
+            done = subprocess.run([sys.executable, "-m", "pipelines.run", *dataset_overrides(corpus),
+                                   *fake_model_overrides(server), "index.chunk_size=64", "index.chunk_overlap=8",
+                                   "retrieval.top_k=2", *extra], cwd=copy, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+    configs = report.load_configs("tiny", None, store=str(copy / "mlruns"))
+    labels = [c["label"] for c in configs]
+    assert len(configs) == 2 and len(set(labels)) == 2  # the latest sweep only: the two prefilters
+    assert any("prefilter=bm25" in label for label in labels) and any("prefilter=dense" in label for label in labels)
+    every = report.load_configs("tiny", None, store=str(copy / "mlruns"), latest_sweep=False)
+    pairs = report.paired_differences(every, "f1")
+    assert all(p["A"] != p["B"] for p in pairs)  # the rag rerun is never compared with the first rag run

@@ -124,3 +124,8 @@ def test_sweep_of_2_strategies_by_2_budgets_gives_4_runs_under_one_parent(corpus
     for r in runs:  # each strategy filled at most its matched budget
         assert r.data.metrics["context_tokens_total"] <= int(r.data.params["budget.context_tokens"])
     assert parent.data.tags["jobs"] == "4 finished, 0 failed"
+    # The sweep's table names what tells the jobs apart, under joblib too (its jobs ran in other processes).
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["strategy", "model", "settings"])
+    table = "\n".join(lines[header:header + 7])
+    assert table.count("budget.context_tokens=150") == 2 and table.count("budget.context_tokens=300") == 2
