@@ -99,7 +99,7 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     """The one way a call is made, for answers and judge verdicts alike: from the response cache if
     there, else reserve the worst case, call, settle with the actual cost and store the answer.
     Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0)."""
-    from pipelines.models.chat import CallFailed
+    from pipelines.models.chat import CallFailed, Unbilled
 
     done = cache.get(key) if cache else None
     if done is not None:
@@ -116,9 +116,10 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     with traces.call(model, messages) as span:
         try:
             done = model.complete(messages)
-        except CallFailed:
-            # Nothing usable came back; a provider that billed a failed call is not visible to us.
-            budget.settle(ticket, worst, 0.0)
+        except CallFailed as err:
+            # A response that came back unpriceable (no usage, no choices) may have been billed: it
+            # counts at its reservation. Other failures got no answer from the provider.
+            budget.settle(ticket, worst, worst if isinstance(err.cause, Unbilled) else 0.0)
             raise
         traces.finish(span, done, model.prices)
     budget.settle(ticket, worst, done.cost_usd)

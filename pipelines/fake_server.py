@@ -11,6 +11,7 @@ Faults are scripted by words in the question, one per attempt, so retries can be
     RATE -> 429 with Retry-After: 0 on the first attempt     FAIL -> 500 on every attempt
     FLAKY -> 500 on the first attempt                        SLOW -> first attempt stalls past the timeout
     BADJSON -> a body that is not JSON                       CUT -> the stream stops mid-answer
+    NOCHOICE -> `choices: []`, streamed or not (usage still sent)
 """
 
 from __future__ import annotations
@@ -132,20 +133,26 @@ class FakeOpenAI:
                 if "BADJSON" in question:
                     return self._raw(200, b'{"id": "x", "choices": [', "application/json")
                 if body.get("stream"):
-                    return self._stream(body, answer, reasoning, usage, cut="CUT" in question)
+                    return self._stream(body, answer, reasoning, usage, cut="CUT" in question,
+                                        empty="NOCHOICE" in question)
+                if "NOCHOICE" in question:
+                    return self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+                                            "model": body["model"], "choices": [], "usage": usage})
                 message = {"role": "assistant", "content": answer}
                 if reasoning is not None:
                     message["reasoning_content"] = reasoning
                 self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
                                  "choices": [{"index": 0, "finish_reason": "stop", "message": message}], "usage": usage})
 
-            def _stream(self, body, answer, reasoning, usage, cut):
+            def _stream(self, body, answer, reasoning, usage, cut, empty=False):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
                 deltas = ([{"reasoning_content": reasoning}] if reasoning else []) + [{"content": w + " "} for w in answer.split()]
+                if empty:
+                    deltas = []
                 for i, delta in enumerate(deltas):
                     self._chunk({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
                     if cut and i == len(deltas) // 2:
@@ -153,7 +160,8 @@ class FakeOpenAI:
                         self.wfile.flush()
                         self.close_connection = True
                         return
-                self._chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                if not empty:
+                    self._chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
                     self._chunk({**base, "choices": [], "usage": usage})
                 self._write_chunk(b"data: [DONE]\n\n")

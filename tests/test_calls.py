@@ -114,3 +114,32 @@ def test_cache_key_changes_with_anything_that_changes_the_answer():
     assert base == response_cache.key("https://api.deepseek.com", {"max_tokens": 10, "messages": [{"role": "user", "content": "q"}], "model": "deepseek-chat"})
     assert base != response_cache.key("https://api.openai.com/v1", {"model": "deepseek-chat", "messages": [{"role": "user", "content": "q"}], "max_tokens": 10})
     assert base != response_cache.key("https://api.deepseek.com", {"model": "deepseek-chat", "messages": [{"role": "user", "content": "q"}], "max_tokens": 11})
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_empty_choices_are_an_error_row_not_a_free_empty_answer(stream, tmp_path):
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server, stream=stream, max_retries=0)
+        cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+        [record] = answer_all(prepared(["NOCHOICE what colour?"], model), model, [], cache, Budget(None), progress=False)
+        again = answer_all(prepared(["NOCHOICE what colour?"], model), model, [], cache, Budget(None), progress=False)
+        sent = len(server.requests)
+    assert record.status == "error" and "no choices" in record.error
+    assert again[0].status == "error" and not again[0].cached and sent == 2  # never cached
+
+
+def test_a_response_without_usage_is_an_error_row_never_a_free_call(tmp_path):
+    with FakeOpenAI(lambda q: "blue", usage_for=lambda prompt, answer: None) as server:
+        model = model_for(server, stream=False, max_retries=0)
+        cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+        [record] = answer_all(prepared(["what colour?"], model), model, [], cache, Budget(0.001), progress=False)
+        assert cache.get(prepared(["what colour?"], model)[0].cache_key) is None
+    assert record.status == "error" and "usage" in record.error and record.cost_usd == 0
+
+
+def test_streaming_without_usage_does_not_advise_turning_streaming_off():
+    with FakeOpenAI(lambda q: "blue", usage_for=lambda prompt, answer: None) as server:
+        model = model_for(server, stream=True, max_retries=0)
+        with pytest.raises(CallFailed) as caught:
+            ask(model, "what colour?")
+    assert "usage" in str(caught.value) and "stream=false" not in str(caught.value)

@@ -122,3 +122,27 @@ def test_usage_shapes_parse_without_a_server():
     claude = Prices(3.0, 0.30, 15.0)
     assert cost_usd(gateway, claude) == pytest.approx((200 * 3 + 800 * 0.30 + 10 * 15) / 1e6)
     assert Usage.from_response(None) == Usage()
+
+
+def test_anthropic_native_usage_behind_a_gateway_counts_cache_reads_and_writes():
+    from pipelines.models.usage import Prices, Usage, cost_usd
+
+    # Anthropic's Messages API usage (docs.anthropic.com, prompt caching): input_tokens EXCLUDES the
+    # cache reads and writes, which are reported apart and billed at 0.1x and 1.25x the input price.
+    usage = Usage.from_response({"input_tokens": 21, "cache_creation_input_tokens": 188086,
+                                 "cache_read_input_tokens": 1000, "output_tokens": 393})
+    assert (usage.input_tokens, usage.cache_hit_tokens, usage.cache_write_tokens, usage.output_tokens) == (
+        21 + 188086 + 1000, 1000, 188086, 393)
+    prices = Prices(input_cache_miss=3.0, input_cache_hit=0.30, output=15.0, input_cache_write=3.75)
+    # 21 x 3 + 1,000 x 0.30 + 188,086 x 3.75 + 393 x 15 = 63 + 300 + 705,322.5 + 5,895 per million
+    assert cost_usd(usage, prices) == pytest.approx(0.7115805)
+
+
+def test_cost_is_never_negative_even_when_a_gateway_reports_more_hits_than_prompt_tokens():
+    from pipelines.models.usage import Prices, Usage, cost_usd
+
+    # A gateway passing Anthropic's cache_read_input_tokens beside an OpenAI-style prompt_tokens that
+    # excludes them: 1,200 read, 50 uncached.
+    usage = Usage.from_response({"prompt_tokens": 50, "completion_tokens": 10, "cache_read_input_tokens": 1200})
+    assert usage.cache_miss_tokens >= 0 and usage.input_tokens == 1250
+    assert cost_usd(usage, Prices(3.0, 0.3, 15.0)) == pytest.approx((50 * 3.0 + 1200 * 0.3 + 10 * 15.0) / 1e6)

@@ -129,3 +129,23 @@ def test_sweep_of_2_strategies_by_2_budgets_gives_4_runs_under_one_parent(corpus
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["strategy", "model", "settings"])
     table = "\n".join(lines[header:header + 7])
     assert table.count("budget.context_tokens=150") == 2 and table.count("budget.context_tokens=300") == 2
+
+
+def test_bm25_index_is_reused_by_content_not_by_object_identity():
+    from pipelines import retrieval
+
+    class Index:  # two objects holding the same chunks under the same content key
+        def __init__(self, key):
+            self.key, self.chunks = key, []
+
+    first = retrieval.bm25_for(_Chunks("k1"))
+    assert retrieval.bm25_for(_Chunks("k1")) is first
+    assert retrieval.bm25_for(_Chunks("k2")) is not first
+
+
+class _Chunks:
+    def __init__(self, key):
+        from pipelines.index import Chunk
+
+        self.key = key
+        self.chunks = [Chunk("a.md#0", "a.md", 0, "apples and pears", 3), Chunk("b.md#0", "b.md", 0, "rivers", 1)]

@@ -36,6 +36,14 @@ class Completion:
     started_at: float = 0.0  # epoch seconds when the call was sent (for trace spans)
 
 
+NO_USAGE = ("the provider returned no usage: the call's cost is unknown, so it is an error row, counted against "
+            "budget.max_usd at its reservation (a host that sends no usage cannot be budgeted)")
+
+
+class Unbilled(RuntimeError):
+    """A response that cannot be priced or used (no usage, no choices): the provider may have billed it."""
+
+
 class CallFailed(Exception):
     """A call that failed after the SDK's retries; carries what was tried, for the row."""
 
@@ -133,6 +141,10 @@ class ChatModel:
     def _whole(self, client, messages, start, attempts) -> Completion:
         response = client.chat.completions.create(**self.request(messages))
         latency = time.perf_counter() - start
+        if not response.choices:
+            raise Unbilled("the provider returned no choices: no answer (it may still have billed the call)")
+        if response.usage is None:
+            raise Unbilled(NO_USAGE)
         choice = response.choices[0]
         return self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
                                 latency, None, choice.finish_reason or "", attempts)
@@ -140,11 +152,12 @@ class ChatModel:
     def _streamed(self, client, messages, start, attempts) -> Completion:
         stream = client.chat.completions.create(**self.request(messages), stream=True,
                                                 stream_options={"include_usage": True})
-        answer, reasoning, ttft, usage, finish = [], [], None, None, ""
+        answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
         for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
+                seen_choice = True
                 text, thought = choice.delta.content or "", _reasoning(choice.delta)
                 if (text or thought) and ttft is None:
                     ttft = time.perf_counter() - start
@@ -152,9 +165,10 @@ class ChatModel:
                 reasoning.append(thought)
                 finish = choice.finish_reason or finish
         latency = time.perf_counter() - start
+        if not seen_choice:
+            raise Unbilled("the stream carried no choices: no answer (it may still have billed the call)")
         if usage is None:
-            # Without the provider's usage the cost is unknown, and we never estimate a bill.
-            raise RuntimeError("the stream ended without a usage chunk; set model.stream=false for this host")
+            raise Unbilled(NO_USAGE)
         return self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
 
     def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:
