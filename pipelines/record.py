@@ -50,6 +50,8 @@ class QuestionRecord:
     judge_spent_usd: float = 0.0
     judge_latency_s: float | None = None
     judge_error: str = ""
+    scope: tuple[str, ...] = ()  # the documents the question was asked over; empty = the whole corpus
+    cut: str = ""  # what the strategy left out to fit its budget, e.g. "report.pdf: 40,000 of 95,000 tokens"
     scores: dict = field(default_factory=dict)
 
     @property
@@ -60,7 +62,7 @@ class QuestionRecord:
         """Flat row for the per-question table: lists joined, scores as their own columns."""
         out = asdict(self)
         scores = out.pop("scores")
-        for key in ("context_ids", "doc_ids", "gold_documents"):
+        for key in ("context_ids", "doc_ids", "gold_documents", "scope"):
             out[key] = "; ".join(out[key])
         out["retrieval_scores"] = "; ".join(f"{s:.4f}" for s in out["retrieval_scores"])
         return {**out, **scores}

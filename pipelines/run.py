@@ -56,6 +56,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.run.shuffle_seed is not None:
         random.Random(cfg.run.shuffle_seed).shuffle(questions)  # the same sample on every machine
     questions = questions[: cfg.run.limit] if cfg.run.limit else questions
+    if not questions:
+        raise UserError(f"dataset {dataset.name}: no questions to run")
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
@@ -74,12 +76,13 @@ def run(cfg: DictConfig) -> dict:
         model.client()  # starts the local server now, if the model has one (lazily otherwise)
 
     budget = Budget(cfg.budget.max_usd)
-    tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment or dataset.name)
     with mlflow.start_run(run_name=f"{strategy.name}·{model.name}"):
         mlflow.set_tags(run_tags(cfg, strategy.name, model.name, dataset))
         mlflow.log_params(tracking.flatten(cfg))
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
                            "dataset.skipped_rows": len(dataset.skipped_rows),
+                           "dataset.skipped_documents": len(dataset.skipped_documents),
                            "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents)})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         mlflow.log_metric("estimated_usd", guess.usd)

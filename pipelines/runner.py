@@ -63,6 +63,7 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         question=question.text,
         reference=question.answers[0] if question.answers else "",
         gold_documents=question.gold_documents,
+        scope=question.scope,
     )
     system = prompt_cfg.system if strategy.system is None else strategy.system
     if isinstance(strategy, SelfRoute):
@@ -75,7 +76,7 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
             budget = min(budget, context_tokens)
         context = strategy.build(question, corpus, budget)
         record = replace(record, context_ids=context.context_ids, doc_ids=context.doc_ids,
-                         retrieval_scores=context.scores, retrieved=context.retrieved)
+                         retrieval_scores=context.scores, retrieved=context.retrieved, cut=context.cut)
         prompt = prompts.build(context, question.text, system, template, budget, prompt_cfg.overflow)
     except Exception as err:  # recorded on the row, never dropped: the run goes on
         log.debug("question %s: context failed", question.qid, exc_info=True)
