@@ -83,10 +83,35 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         return replace(record, status="error", error=f"context: {type(err).__name__}: {err}"), None, None
     record = replace(record, status=prompt.status, context_tokens=prompt.context_tokens,
                      dropped_tokens=prompt.dropped_tokens)
+    if prompt.status == "truncated":
+        record = replace(record, cut="; ".join(filter(None, [record.cut, truncation_note(context, prompt.dropped_tokens)])))
     if prompt.status == "skipped":
         note = f"context of {prompt.context_tokens} tokens exceeds the {budget} the window leaves (prompt.overflow=skip)"
         return replace(record, error=note), None, context
     return record, prompt, context
+
+
+def truncation_note(context, dropped: int) -> str:
+    """Which documents the window guard's middle cut removed whole or in part (to a few tokens: block
+    sizes are counted apart), so a row says more than a token count."""
+    from pipelines import tokens
+
+    sizes = [tokens.count(f"[{b.label}]\n{b.text}") + 2 for b in context.blocks]
+    total = sum(sizes)
+    head = (total - dropped + 1) // 2  # the guard keeps the head and the tail in equal halves
+    gone, cut, at = [], [], 0
+    for block, size in zip(context.blocks, sizes):
+        start, end, at = at, at + size, at + size
+        if start >= head and end <= head + dropped:
+            gone.append(block.label)
+        elif start < head + dropped and end > head:
+            cut.append(block.label)
+    parts = [f"window guard dropped {dropped:,} tokens from the middle"]
+    if gone:
+        parts.append(f"dropped whole: {', '.join(gone)}")
+    if cut:
+        parts.append(f"cut: {', '.join(cut)}")
+    return ": ".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if parts[1:] else "")
 
 
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],

@@ -350,3 +350,17 @@ def test_readme_bring_your_own_data_commands_run(tmp_path):
     mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
     names = {e.name for e in mlflow.search_experiments()}
     assert {"my_docs", "lara_32k_financial", "financial_qa"} <= names
+
+
+def test_full_context_row_names_the_documents_the_window_guard_cut():
+    from pipelines import prompts
+    from pipelines.runner import truncation_note
+    from pipelines.strategies import Block, Context
+
+    blocks = tuple(Block(f"d{i}.txt", "word " * 400) for i in range(5))  # five documents of ~400 tokens
+    context = Context(blocks, tuple(b.label for b in blocks), tuple(b.label for b in blocks), retrieved=False)
+    prompt = prompts.build(context, "q?", "", "{context}\n{question}", budget=1000, policy="truncate")
+    assert prompt.status == "truncated"
+    note = truncation_note(context, prompt.dropped_tokens)
+    # ~2,000 tokens cut to 1,000: the head keeps d0 and part of d1, the tail part of d3 and d4; d2 goes whole.
+    assert note == f"window guard dropped {prompt.dropped_tokens:,} tokens from the middle (dropped whole: d2.txt; cut: d1.txt, d3.txt)"
