@@ -39,6 +39,7 @@ def test_hybrid_keeps_best_documents_whole_within_budget(corpus_obj):
     assert ctx.context_ids[0] == "river.txt" and len(ctx.context_ids) == 2
     assert sum(sizes[d] for d in ctx.context_ids) <= budget
     assert ctx.blocks[0].text == corpus_obj.by_id["river.txt"].text  # whole, not chunks
+    assert ctx.cut == f"left out for the {budget:,}-token budget: {ranked[2]}"  # the row says what did not fit
     # A budget below the best document gives that document's best chunks that fit, and says what was cut.
     small = strategy.build(RIVER, corpus_obj, budget=80)
     assert small.doc_ids == ("river.txt",) and small.context_ids and all(c.startswith("river.txt#") for c in small.context_ids)

@@ -56,7 +56,7 @@ class Hybrid(Strategy):
     def build(self, question, corpus: Corpus, budget: int) -> Context:
         budget = min(budget, self.token_budget) if self.token_budget else budget
         ranked = self.rank(question, corpus)
-        chosen, used = [], 0
+        chosen, used, over = [], 0, []
         for doc_id, score in ranked:
             if self.max_documents and len(chosen) >= self.max_documents:
                 break
@@ -64,14 +64,16 @@ class Hybrid(Strategy):
             if used + tokens <= budget:
                 chosen.append((doc_id, score))
                 used += tokens
+            else:
+                over.append(doc_id)
         if not chosen and ranked:
             return self._best_parts(question, corpus, ranked[0], budget)
         if self.order == "corpus":
             # The same documents in the same order for every question that picks them: a cacheable prefix.
             position = {d.doc_id: i for i, d in enumerate(corpus.documents)}
             chosen.sort(key=lambda pair: position[pair[0]])
-        left_out = [d for d, _ in ranked if d not in dict(chosen)]
-        cut = f"{len(left_out)} ranked documents over the {budget:,}-token budget" if left_out else ""
+        # Documents that ranked but did not fit: whole documents are never cut, so say which were left out.
+        cut = f"left out for the {budget:,}-token budget: {', '.join(over)}" if over else ""
         return Context(
             blocks=tuple(Block(d, corpus.by_id[d].text) for d, _ in chosen),
             context_ids=tuple(d for d, _ in chosen),
