@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = {".pdf", ".md", ".txt"}
 PDF_PARSERS = ("pypdf", "pdfium")
-# pypdf's defaults (100k array elements) stop ordinary 10-Q filings whose pages are one long
-# TJ array (Amazon, Intel); these limits still bound memory on a hostile file. Measured in
-# benchmarks/README.md ("PDF parsers").
+# pypdf's default (100k array elements) is below what one page's text array reaches in some real
+# filings (reported for Amazon and Intel 10-Qs; tests/test_byod.py builds one); these limits still
+# bound memory on a hostile file. benchmarks/README.md "PDF parsers" compares the parsers.
 PYPDF_LIMITS = {"array_maximum_element_count": 10_000_000, "dictionary_maximum_element_count": 1_000_000}
 
 

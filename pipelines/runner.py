@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
-from pipelines import metrics, prompts
+from pipelines import metrics, prompts, tokens
 from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.datasets import Question
 from pipelines.models import cache as response_cache
@@ -94,8 +94,6 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
 def truncation_note(context, dropped: int) -> str:
     """Which documents the window guard's middle cut removed whole or in part (to a few tokens: block
     sizes are counted apart), so a row says more than a token count."""
-    from pipelines import tokens
-
     sizes = [tokens.count(f"[{b.label}]\n{b.text}") + 2 for b in context.blocks]
     total = sum(sizes)
     head = (total - dropped + 1) // 2  # the guard keeps the head and the tail in equal halves
@@ -106,12 +104,8 @@ def truncation_note(context, dropped: int) -> str:
             gone.append(block.label)
         elif start < head + dropped and end > head:
             cut.append(block.label)
-    parts = [f"window guard dropped {dropped:,} tokens from the middle"]
-    if gone:
-        parts.append(f"dropped whole: {', '.join(gone)}")
-    if cut:
-        parts.append(f"cut: {', '.join(cut)}")
-    return ": ".join(parts[:1]) + (" (" + "; ".join(parts[1:]) + ")" if parts[1:] else "")
+    which = "; ".join(filter(None, [gone and f"dropped whole: {', '.join(gone)}", cut and f"cut: {', '.join(cut)}"]))
+    return f"window guard dropped {dropped:,} tokens from the middle" + (f" ({which})" if which else "")
 
 
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],
