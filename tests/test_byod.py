@@ -364,3 +364,25 @@ def test_full_context_row_names_the_documents_the_window_guard_cut():
     note = truncation_note(context, prompt.dropped_tokens)
     # ~2,000 tokens cut to 1,000: the head keeps d0 and part of d1, the tail part of d3 and d4; d2 goes whole.
     assert note == f"window guard dropped {prompt.dropped_tokens:,} tokens from the middle (dropped whole: d2.txt; cut: d1.txt, d3.txt)"
+
+
+def test_hybrid_takes_parts_of_the_best_document_rather_than_a_smaller_worse_one(corpus, tmp_path):
+    from pipelines import embeddings
+    from pipelines.datasets import Question
+    from pipelines.documents import load_documents
+    from pipelines.index import VectorIndex
+    from pipelines.strategies import Corpus
+    from pipelines.strategies.hybrid import Hybrid
+
+    (corpus / "docs" / "river.txt").write_text(DOCS["river.txt"] * 6, encoding="utf-8")  # now the largest
+    docs = load_documents(corpus / "docs", tmp_path / "cache")[0]
+    corpus_obj = Corpus(docs, lambda: VectorIndex(docs, embeddings.load(), tmp_path / "cache", 64, 8, "all-MiniLM-L6-v2"))
+    river = corpus_obj.by_id["river.txt"].tokens
+    others = max(d.tokens for d in docs if d.doc_id != "river.txt")
+    budget = (others + river) // 2  # the others fit whole, the river document does not
+    assert others < budget < river
+    ranked = Hybrid(candidates=500).rank(Question("q", "How long is the Kelvane river?"), corpus_obj)
+    assert [d for d, _ in ranked][0] == "river.txt" and len(ranked) == 3  # every document ranked
+    ctx = Hybrid(candidates=500).build(Question("q", "How long is the Kelvane river?"), corpus_obj, budget)
+    assert ctx.doc_ids == ("river.txt",) and ctx.cut.startswith("river.txt: best ")
+    assert "212 kilometres" in " ".join(b.text for b in ctx.blocks)

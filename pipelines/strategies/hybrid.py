@@ -56,6 +56,9 @@ class Hybrid(Strategy):
     def build(self, question, corpus: Corpus, budget: int) -> Context:
         budget = min(budget, self.token_budget) if self.token_budget else budget
         ranked = self.rank(question, corpus)
+        if ranked and corpus.by_id[ranked[0][0]].tokens > budget:
+            # The best document does not fit whole: its best parts, not a less relevant document instead.
+            return self._best_parts(question, corpus, ranked[0], budget)
         chosen, used, over = [], 0, []
         for doc_id, score in ranked:
             if self.max_documents and len(chosen) >= self.max_documents:
@@ -66,8 +69,6 @@ class Hybrid(Strategy):
                 used += tokens
             else:
                 over.append(doc_id)
-        if not chosen and ranked:
-            return self._best_parts(question, corpus, ranked[0], budget)
         if self.order == "corpus":
             # The same documents in the same order for every question that picks them: a cacheable prefix.
             position = {d.doc_id: i for i, d in enumerate(corpus.documents)}
