@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pypdf
-from pypdf.errors import PdfReadError
 
 from pipelines import tokens
 from pipelines.errors import UserError
@@ -17,8 +16,20 @@ from pipelines.errors import UserError
 log = logging.getLogger(__name__)
 
 SUFFIXES = {".pdf", ".md", ".txt"}
-# Bumped when the extraction changes, so cached text from an older parser is not reused.
-PARSER_VERSION = f"pypdf-{pypdf.__version__}-1"
+PDF_PARSERS = ("pypdf", "pdfium")
+# pypdf's default (100k array elements) is below what one page's text array reaches in some real
+# filings (reported for Amazon and Intel 10-Qs; tests/test_byod.py builds one); these limits still
+# bound memory on a hostile file. benchmarks/README.md "PDF parsers" compares the parsers.
+PYPDF_LIMITS = {"array_maximum_element_count": 10_000_000, "dictionary_maximum_element_count": 1_000_000}
+
+
+def parser_version(parser: str) -> str:
+    """Stored with cached text: a different parser or version re-parses instead of reusing it."""
+    if parser == "pdfium":
+        from importlib.metadata import version
+
+        return f"pdfium-{version('pypdfium2')}-1"
+    return f"pypdf-{pypdf.__version__}-2"
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,11 @@ class Document:
     sha256: str
 
 
-def load_documents(folder: str | Path, cache_dir: str | Path, skip_unreadable: bool = False) -> tuple[list[Document], list[str]]:
+def load_documents(folder: str | Path, cache_dir: str | Path, skip_unreadable: bool = False,
+                   pdf_parser: str = "pypdf") -> tuple[list[Document], list[str]]:
     """Return the readable documents and, when `skip_unreadable`, the messages for those skipped."""
+    if pdf_parser not in PDF_PARSERS:
+        raise UserError(f"dataset.pdf_parser: must be one of {', '.join(PDF_PARSERS)}, got {pdf_parser!r}")
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"dataset.documents_dir: folder not found: {folder}")
@@ -40,7 +54,7 @@ def load_documents(folder: str | Path, cache_dir: str | Path, skip_unreadable: b
     documents, skipped = [], []
     for path in paths:
         try:
-            documents.append(_load_one(path, folder, Path(cache_dir) / "parsed"))
+            documents.append(_load_one(path, folder, Path(cache_dir) / "parsed", pdf_parser))
         except UserError as err:
             if not skip_unreadable:
                 raise UserError(f"{err} (set dataset.skip_unreadable=true to skip it)") from None
@@ -51,36 +65,65 @@ def load_documents(folder: str | Path, cache_dir: str | Path, skip_unreadable: b
     return documents, skipped
 
 
-def _load_one(path: Path, folder: Path, cache: Path) -> Document:
+def _load_one(path: Path, folder: Path, cache: Path, pdf_parser: str = "pypdf") -> Document:
+    version = parser_version(pdf_parser)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     cached = cache / f"{digest}.json"
     if cached.exists():
         entry = json.loads(cached.read_text(encoding="utf-8"))
-        if entry.get("parser") == PARSER_VERSION:
+        if entry.get("parser") == version:
             return Document(path.relative_to(folder).as_posix(), entry["text"], entry["tokens"], digest)
-    text = _pdf_text(path) if path.suffix.lower() == ".pdf" else _plain_text(path, data)
+    text = pdf_text(path, pdf_parser) if path.suffix.lower() == ".pdf" else _plain_text(path, data)
     if not text.strip():
         raise UserError(f"{path}: no extractable text (a scanned PDF needs OCR first)")
     n_tokens = tokens.count(text)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"parser": PARSER_VERSION, "text": text, "tokens": n_tokens}), encoding="utf-8")
+    tmp.write_text(json.dumps({"parser": version, "text": text, "tokens": n_tokens}), encoding="utf-8")
     tmp.replace(cached)  # atomic: an interrupted parse never leaves a half-written cache entry
     return Document(path.relative_to(folder).as_posix(), text, n_tokens, digest)
 
 
-def _pdf_text(path: Path) -> str:
+def pdf_text(path: Path, parser: str = "pypdf") -> str:
+    """The text of a PDF; any failure of the parser becomes one line naming the file and the reason."""
     try:
+        return pdfium_text(path) if parser == "pdfium" else pypdf_text(path)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - parsers raise many types (LimitReachedError, struct.error,
+        # RecursionError...) for damaged or unusual files; to a user they all mean "this file is unreadable".
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "no detail"
+        raise UserError(f"{path}: unreadable PDF ({parser}: {type(err).__name__}: {reason})") from None
+
+
+def pypdf_text(path: Path) -> str:
+    with pypdf.apply_configuration(**PYPDF_LIMITS):
         reader = pypdf.PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
             raise UserError(f"{path}: encrypted PDF, cannot read it without its password")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except UserError:
+    return "\n\n".join(p.strip() for p in pages if p.strip())
+
+
+def pdfium_text(path: Path) -> str:
+    import pypdfium2
+
+    try:
+        pdf = pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError as err:
+        if "password" in str(err).lower():
+            raise UserError(f"{path}: encrypted PDF, cannot read it without its password") from None
         raise
-    except (PdfReadError, ValueError, KeyError, OSError) as err:
-        # pypdf raises several types for damaged files; all mean the same thing to a user.
-        raise UserError(f"{path}: unreadable PDF ({type(err).__name__}: {err})") from None
+    try:
+        pages = []
+        for page in pdf:
+            textpage = page.get_textpage()
+            pages.append(textpage.get_text_bounded().replace("\r\n", "\n"))
+            textpage.close()
+            page.close()
+    finally:
+        pdf.close()
     return "\n\n".join(p.strip() for p in pages if p.strip())
 
 

@@ -56,6 +56,8 @@ class QuestionRecord:
     fallback_usd_estimate: float = 0.0  # those strategies: estimated cost of sending only their last step
     context_doc_ids: tuple[str, ...] = ()  # the document of each context item, parallel to context_ids
     judge_dropped_tokens: int = 0  # cl100k tokens of context cut to fit the judge's own window
+    scope: tuple[str, ...] = ()  # the documents the question was asked over; empty = the whole corpus
+    cut: str = ""  # what the strategy left out to fit its budget, e.g. "report.pdf: 40,000 of 95,000 tokens"
     scores: dict = field(default_factory=dict)
 
     @property
@@ -66,7 +68,7 @@ class QuestionRecord:
         """Flat row for the per-question table: lists joined, scores as their own columns."""
         out = asdict(self)
         scores = out.pop("scores")
-        for key in ("context_ids", "doc_ids", "gold_documents", "context_doc_ids"):
+        for key in ("context_ids", "doc_ids", "gold_documents", "context_doc_ids", "scope"):
             out[key] = "; ".join(out[key])
         out["retrieval_scores"] = "; ".join(f"{s:.4f}" for s in out["retrieval_scores"])
         return {**out, **scores}

@@ -77,6 +77,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.run.shuffle_seed is not None:
         random.Random(cfg.run.shuffle_seed).shuffle(questions)  # the same sample on every machine
     questions = questions[: cfg.run.limit] if cfg.run.limit else questions
+    if not questions:
+        raise UserError(f"dataset {dataset.name}: no questions to run")
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
@@ -99,7 +101,7 @@ def run(cfg: DictConfig) -> dict:
     limits.configure(Path(cfg.run.cache_dir) / "slots")  # max_concurrency holds across a sweep's processes
     budget = Budget(cfg.budget.max_usd, Ledger(Path(cfg.run.cache_dir) / "ledger.sqlite", _scope()))
     resend = _resent_after_crash(budget.ledger, prepared, cache)
-    experiment_id = tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    experiment_id = tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment or dataset.name)
     digest = resume.config_digest(cfg)
     resume.close_orphans(experiment_id, digest)
     stopped = None
@@ -113,6 +115,7 @@ def run(cfg: DictConfig) -> dict:
         mlflow.log_params(tracking.flatten(cfg))
         mlflow.log_params({"dataset.documents": len(dataset.documents), "dataset.questions_total": len(dataset.questions),
                            "dataset.skipped_rows": len(dataset.skipped_rows),
+                           "dataset.skipped_documents": len(dataset.skipped_documents),
                            "dataset.corpus_tokens": sum(d.tokens for d in dataset.documents),
                            "scoring_version": scoring})
         mlflow.log_text(tracking.redacted_yaml(cfg), "config.yaml")

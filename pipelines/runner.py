@@ -69,6 +69,7 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         question=question.text,
         reference=question.answers[0] if question.answers else "",
         gold_documents=question.gold_documents,
+        scope=question.scope,
     )
     system = prompt_cfg.system if strategy.system is None else strategy.system
     if instruction:
@@ -82,17 +83,36 @@ def prepare(question: Question, strategy: Strategy, corpus: Corpus, model: ChatM
         context = strategy.build(question, corpus, budget)
         record = replace(record, context_ids=context.context_ids, doc_ids=context.doc_ids,
                          context_doc_ids=context.context_doc_ids,
-                         retrieval_scores=context.scores, retrieved=context.retrieved)
+                         retrieval_scores=context.scores, retrieved=context.retrieved, cut=context.cut)
         prompt = prompts.build(context, question.text, system, template, budget, prompt_cfg.overflow)
     except Exception as err:  # recorded on the row, never dropped: the run goes on
         log.debug("question %s: context failed", question.qid, exc_info=True)
         return replace(record, status="error", error=f"context: {type(err).__name__}: {err}"), None, None
     record = replace(record, status=prompt.status, context_tokens=prompt.context_tokens,
                      dropped_tokens=prompt.dropped_tokens)
+    if prompt.status == "truncated":
+        record = replace(record, cut="; ".join(filter(None, [record.cut, truncation_note(context, prompt.dropped_tokens)])))
     if prompt.status == "skipped":
         note = f"context of {prompt.context_tokens} tokens exceeds the {budget} the window leaves (prompt.overflow=skip)"
         return replace(record, error=note), None, context
     return record, prompt, context
+
+
+def truncation_note(context, dropped: int) -> str:
+    """Which documents the window guard's middle cut removed whole or in part (to a few tokens: block
+    sizes are counted apart), so a row says more than a token count."""
+    sizes = [tokens.count(f"[{b.label}]\n{b.text}") + 2 for b in context.blocks]
+    total = sum(sizes)
+    head = (total - dropped + 1) // 2  # the guard keeps the head and the tail in equal halves
+    gone, cut, at = [], [], 0
+    for block, size in zip(context.blocks, sizes):
+        start, end, at = at, at + size, at + size
+        if start >= head and end <= head + dropped:
+            gone.append(block.label)
+        elif start < head + dropped and end > head:
+            cut.append(block.label)
+    which = "; ".join(filter(None, [gone and f"dropped whole: {', '.join(gone)}", cut and f"cut: {', '.join(cut)}"]))
+    return f"window guard dropped {dropped:,} tokens from the middle" + (f" ({which})" if which else "")
 
 
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],

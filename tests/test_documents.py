@@ -40,7 +40,7 @@ def test_parsed_text_is_cached_by_content(tmp_path, monkeypatch):
     folder.mkdir()
     one_page_pdf(folder / "a.pdf")
     first, _ = documents.load_documents(folder, tmp_path / "cache")
-    monkeypatch.setattr(documents, "_pdf_text", lambda path: pytest.fail("parsed again"))
+    monkeypatch.setattr(documents, "pdf_text", lambda path, parser="pypdf": pytest.fail("parsed again"))
     second, _ = documents.load_documents(folder, tmp_path / "cache")
     assert second == first
     # Different bytes under the same name are parsed again, not served stale.

@@ -39,9 +39,12 @@ def test_hybrid_keeps_best_documents_whole_within_budget(corpus_obj):
     assert ctx.context_ids[0] == "river.txt" and len(ctx.context_ids) == 2
     assert sum(sizes[d] for d in ctx.context_ids) <= budget
     assert ctx.blocks[0].text == corpus_obj.by_id["river.txt"].text  # whole, not chunks
-    # A budget below the best document still gives that document; the window guard deals with it.
-    small = strategy.build(RIVER, corpus_obj, budget=10)
-    assert small.context_ids == ("river.txt",)
+    assert ctx.cut == f"left out for the {budget:,}-token budget: {ranked[2]}"  # the row says what did not fit
+    # A budget below the best document gives that document's best chunks that fit, and says what was cut.
+    small = strategy.build(RIVER, corpus_obj, budget=80)
+    assert small.doc_ids == ("river.txt",) and small.context_ids and all(c.startswith("river.txt#") for c in small.context_ids)
+    assert tokens.count(prompts.render_context(small)) <= 80
+    assert small.cut.startswith(f"river.txt: best {len(small.context_ids)} of ") and "80-token budget" in small.cut
     assert Hybrid(candidates=30, max_documents=1).build(RIVER, corpus_obj, budget=10**6).context_ids == ("river.txt",)
     # In corpus order, the same pick comes out in file order whatever the scores.
     in_corpus_order = Hybrid(candidates=30).build(RIVER, corpus_obj, budget=budget).context_ids

@@ -18,7 +18,9 @@ REQUIRED = ("Question", "Source Docs", "Answer")
 
 
 class Sec10Q:
-    def __init__(self, name: str, documents_dir: str, questions_file: str, skip_unreadable: bool = False):
+    def __init__(self, name: str, documents_dir: str, questions_file: str, skip_unreadable: bool = False,
+                 pdf_parser: str = "pypdf"):
+        self.pdf_parser = pdf_parser
         self.name = name
         self.documents_dir = documents_dir
         self.questions_file = Path(questions_file)
@@ -26,7 +28,7 @@ class Sec10Q:
 
     def load(self, cache_dir: str) -> Dataset:
         rows = self._read_rows()  # questions first: a bad CSV fails before the PDFs are parsed
-        documents, skipped = load_documents(self.documents_dir, cache_dir, self.skip_unreadable)
+        documents, skipped = load_documents(self.documents_dir, cache_dir, self.skip_unreadable, self.pdf_parser)
         names = {d.doc_id: d.doc_id.replace("_", " ") for d in documents}
         questions = []
         for number, line, row in rows:

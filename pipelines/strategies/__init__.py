@@ -25,6 +25,7 @@ class Context:
     doc_ids: tuple[str, ...]  # the documents the context came from, best first
     scores: tuple[float, ...] = ()  # retrieval score per context id, when there is one
     retrieved: bool = True  # False when the strategy takes every document without choosing
+    cut: str = ""  # what the strategy left out to fit its budget, said on the row
     # The document of each context item, parallel to context_ids: metrics map chunks to documents
     # with it, never by parsing ids (LaRA document ids contain '#').
     context_doc_ids: tuple[str, ...] = ()

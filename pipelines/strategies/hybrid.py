@@ -55,24 +55,52 @@ class Hybrid(Strategy):
 
     def build(self, question, corpus: Corpus, budget: int) -> Context:
         budget = min(budget, self.token_budget) if self.token_budget else budget
-        chosen, used = [], 0
-        for doc_id, score in self.rank(question, corpus):
+        ranked = self.rank(question, corpus)
+        if ranked and corpus.by_id[ranked[0][0]].tokens > budget:
+            # The best document does not fit whole: its best parts, not a less relevant document instead.
+            return self._best_parts(question, corpus, ranked[0], budget)
+        chosen, used, over = [], 0, []
+        for doc_id, score in ranked:
             if self.max_documents and len(chosen) >= self.max_documents:
                 break
             tokens = corpus.by_id[doc_id].tokens
-            # The best document always goes in, even over budget: the window guard then truncates
-            # or skips it and says so on the row, instead of the model getting no context at all.
-            if not chosen or used + tokens <= budget:
+            if used + tokens <= budget:
                 chosen.append((doc_id, score))
                 used += tokens
+            else:
+                over.append(doc_id)
         if self.order == "corpus":
             # The same documents in the same order for every question that picks them: a cacheable prefix.
             position = {d.doc_id: i for i, d in enumerate(corpus.documents)}
             chosen.sort(key=lambda pair: position[pair[0]])
+        # Documents that ranked but did not fit: whole documents are never cut, so say which were left out.
+        cut = f"left out for the {budget:,}-token budget: {', '.join(over)}" if over else ""
         return Context(
             blocks=tuple(Block(d, corpus.by_id[d].text) for d, _ in chosen),
             context_ids=tuple(d for d, _ in chosen),
             doc_ids=tuple(d for d, _ in chosen),
             scores=tuple(round(s, 4) for _, s in chosen),
             context_doc_ids=tuple(d for d, _ in chosen),
+            cut=cut,
+        )
+
+    def _best_parts(self, question, corpus: Corpus, best: tuple[str, float], budget: int) -> Context:
+        """The best document alone is over budget: send its best chunks, in document order, up to the
+        budget (rather than the whole document cut in the middle by the window guard), and say so."""
+        from pipelines.strategies.rag import block, fill
+
+        doc_id, score = best
+        chunks = [c for c in corpus.index.chunks if c.doc_id == doc_id]
+        hits = retrieval.search(corpus.index, question.text, len(chunks), (doc_id,), "dense" if self.prefilter == "metadata"
+                                else self.prefilter, self.fusion)
+        hits = sorted(fill(hits, budget), key=lambda h: h.chunk.position)
+        kept = sum(h.chunk.tokens for h in hits)
+        return Context(
+            blocks=tuple(block(h) for h in hits),
+            context_ids=tuple(h.chunk.chunk_id for h in hits),
+            doc_ids=(doc_id,),
+            scores=(round(score, 4),),
+            context_doc_ids=tuple(h.chunk.doc_id for h in hits),
+            cut=f"{doc_id}: best {len(hits)} of {len(chunks)} chunks, {kept:,} of {corpus.by_id[doc_id].tokens:,} tokens "
+                f"(the document alone is over the {budget:,}-token budget)",
         )
