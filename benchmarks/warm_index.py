@@ -5,7 +5,7 @@
 - "old warm path": what a cache hit paid before chunks were stored in Chroma, i.e. re-splitting and
   re-counting the whole corpus (`index.split`) plus opening the collection;
 - "warm load now": `VectorIndex(...)` on a complete collection (chunks rebuilt from Chroma);
-- the interpreter import of `pipelines.run` and the embedder load, apart.
+- the interpreter import of `pipelines.run`, of llama-index's splitter, and the embedder load, apart.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ from pipelines.documents import load_documents
 SIZE, OVERLAP, MODEL = 256, 32, "all-MiniLM-L6-v2"
 
 
+def import_s(module: str) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def main(rounds: int = 3) -> None:
     print(f"load average {os.getloadavg()}")
-    imports = [float(subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); "
-                                     "import pipelines.run; print(time.perf_counter() - t)"],
-                                    capture_output=True, text=True, check=True).stdout) for _ in range(rounds)]
+    imports = [import_s("pipelines.run") for _ in range(rounds)]
+    splitter_imports = [import_s("llama_index.core.node_parser") for _ in range(rounds)]
     docs, _ = load_documents("experiments/sec10q_apple/docs", ".cache")
     t = time.perf_counter()
     embedder = embeddings.load()
@@ -50,6 +54,8 @@ def main(rounds: int = 3) -> None:
     print(f"{len(built.chunks)} chunks from {len(docs)} documents; medians of {rounds} rounds")
     print("| step | seconds |\n|---|---|")
     print(f"| import pipelines.run (subprocess) | {statistics.median(imports):.2f} |")
+    print(f"| import the splitter (subprocess; the old warm path paid it, the new one does not) | "
+          f"{statistics.median(splitter_imports):.2f} |")
     print(f"| load the embedder | {embedder_s:.2f} |")
     print(f"| cold build (split + embed + store) | {cold_s:.2f} |")
     print(f"| old warm path (split + open collection) | {statistics.median(old):.2f} |")
