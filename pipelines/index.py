@@ -51,8 +51,6 @@ class VectorIndex:
                  chunk_size: int, chunk_overlap: int, model_name: str):
         self.embedder = embedder
         self.key = _index_key(documents, chunk_size, chunk_overlap, model_name)
-        self.chunks = split(documents, chunk_size, chunk_overlap)
-        self.by_id = {c.chunk_id: c for c in self.chunks}
         path = Path(cache_dir) / "chroma"
         path.mkdir(parents=True, exist_ok=True)
         # Parallel sweep jobs (joblib launcher) share the cache: one builds, the others wait and reuse.
@@ -60,9 +58,13 @@ class VectorIndex:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.collection = _open_collection(path, f"chunks-{self.key}")
             if self.collection.metadata.get("complete") is not True:
+                self.chunks = split(documents, chunk_size, chunk_overlap)
                 self._build()
             else:
+                # A hit rebuilds the chunks from what the collection stores: no splitting, no tokenising.
+                self.chunks = _stored_chunks(self.collection, [d.doc_id for d in documents])
                 log.info("index %s: %d chunks from cache", self.key, len(self.chunks))
+        self.by_id = {c.chunk_id: c for c in self.chunks}
 
     def _build(self) -> None:
         log.info("index %s: embedding %d chunks", self.key, len(self.chunks))
@@ -73,7 +75,8 @@ class VectorIndex:
             self.collection.upsert(
                 ids=[c.chunk_id for c in part],
                 embeddings=vectors[start:start + batch],
-                metadatas=[{"doc_id": c.doc_id, "position": c.position} for c in part],
+                documents=[c.text for c in part],
+                metadatas=[{"doc_id": c.doc_id, "position": c.position, "tokens": c.tokens} for c in part],
             )
         # Marked only once every chunk is stored, so an interrupted build is redone, not reused.
         self.collection.modify(metadata={"complete": True})
@@ -95,6 +98,15 @@ class VectorIndex:
         return sorted(hits, key=lambda h: (-round(h.score, 5), h.chunk.doc_id, h.chunk.position))[:k]
 
 
+def _stored_chunks(collection, doc_order: list[str]) -> list[Chunk]:
+    """The chunks of a complete collection, in the order `split` gives them (documents, then position)."""
+    rank = {doc_id: n for n, doc_id in enumerate(doc_order)}
+    stored = collection.get(include=["documents", "metadatas"])
+    chunks = [Chunk(i, m["doc_id"], m["position"], text, m["tokens"])
+              for i, text, m in zip(stored["ids"], stored["documents"], stored["metadatas"])]
+    return sorted(chunks, key=lambda c: (rank[c.doc_id], c.position))
+
+
 def _index_key(documents: list[Document], chunk_size: int, chunk_overlap: int, model_name: str) -> str:
     spec = {
         "documents": sorted((d.doc_id, d.sha256) for d in documents),
@@ -102,6 +114,7 @@ def _index_key(documents: list[Document], chunk_size: int, chunk_overlap: int, m
         "chunk_overlap": chunk_overlap,
         "embedding_model": model_name,
         "tokenizer": "cl100k",
+        "stored": "text+tokens",  # collections from before chunk text was stored must be rebuilt
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -77,8 +77,18 @@ def _varying_params(runs) -> list[str]:
     """Params that differ between the runs (besides strategy and model): they name the configurations."""
     keys = set().union(*(r.data.params for r in runs))
     skip = ("strategy._target_", "model.", "dataset.", "judge.", "tracking.", "hydra.", "scoring_version")
-    return sorted(k for k in keys if not k.startswith(skip)
-                  and len({r.data.params.get(k) for r in runs}) > 1)
+
+    def differs(key: str) -> bool:
+        if not key.startswith("strategy."):
+            return len({r.data.params.get(key) for r in runs}) > 1
+        # A strategy's own settings name configurations only among runs of that strategy (rag has a
+        # top_k, full_context none: that is the strategy, already in the label).
+        by_strategy: dict[str, set] = {}
+        for r in runs:
+            by_strategy.setdefault(r.data.tags.get("strategy"), set()).add(r.data.params.get(key))
+        return any(len(values) > 1 for values in by_strategy.values())
+
+    return sorted(k for k in keys if not k.startswith(skip) and differs(k))
 
 
 def primary_metric(configs, wanted: str | None) -> str:

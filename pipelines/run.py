@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, traces, tracking
+from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, threads, traces, tracking
 from pipelines.budget import Budget
 from pipelines.ledger import Ledger
 from pipelines.errors import UserError
@@ -58,6 +58,7 @@ class RunStopped(Exception):
 
 def run(cfg: DictConfig) -> dict:
     # Everything that can be wrong with the input is checked before the MLflow run exists.
+    threads.configure(cfg.run.get("threads"), threads.hydra_parallel_jobs())  # before torch loads
     try:
         secrets.check(cfg)
     finally:  # Hydra has already written the command line to disk: mask any key in it
@@ -82,6 +83,7 @@ def run(cfg: DictConfig) -> dict:
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
+        corpus.index.embedder.prime([q.text for q in questions])  # one batch, not one encode per question
     cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
     prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache, cfg.budget.context_tokens)
     guess = estimate([p.prompt for p in prepared], [bool(cache and cache.get(p.cache_key)) for p in prepared], model)

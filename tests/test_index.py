@@ -72,3 +72,16 @@ def test_interrupted_build_is_redone(docs, tmp_path, monkeypatch):
     again = CountingEmbedder()
     make(docs, again, tmp_path / "cache")
     assert again.texts_embedded > 0
+
+
+def test_warm_index_loads_the_same_chunks_without_splitting(docs, tmp_path, monkeypatch):
+    first = make(docs, CountingEmbedder(), tmp_path / "cache")
+
+    def no_split(*args, **kwargs):
+        raise AssertionError("a warm index must not split the corpus")
+
+    monkeypatch.setattr(index, "split", no_split)
+    monkeypatch.setattr(index.tokens, "count", no_split)
+    second = make(docs, CountingEmbedder(), tmp_path / "cache")
+    assert second.chunks == first.chunks  # same text, ids, positions and token counts, in the same order
+    assert second.search("How long is the Kelvane river?", 1)[0].chunk == first.by_id["river.txt#0"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from pipelines import threads
 from pipelines.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,22 +36,34 @@ def resolve(model_path: str) -> Path:
     return path
 
 
+def command(path: Path, port: int, n_ctx: int, n_threads: int | None = None, n_batch: int = 512,
+            flash_attn: bool = False) -> list[str]:
+    """The server's command line. `n_threads` null: the process's share of the cores (pipelines.threads)."""
+    n_threads = n_threads or threads.current()
+    cmd = [sys.executable, "-m", "pipelines.models.llama_server", "--model", str(path), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(n_batch), "--n_ubatch", str(n_batch),
+           # The server's defaults are 1 thread for generation and 2 for prompts, whatever the machine.
+           "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),
+           # The server defaults to logits_all=True: logits kept for every prompt position, 1.6-2x slower,
+           # 3-4x the memory, and a 32k window cannot even start. We never ask for logprobs.
+           "--logits_all", "false"]
+    if flash_attn:
+        cmd += ["--flash_attn", "true"]
+    return cmd
+
+
 def ensure(model_path: str, n_ctx: int, n_threads: int | None = None, flash_attn: bool = False,
-           log_dir: str = ".cache/llama_server", startup_timeout_s: float = 120.0) -> str:
+           n_batch: int = 512, log_dir: str = ".cache/llama_server", startup_timeout_s: float = 120.0) -> str:
     """Base URL of a running server for this model, starting one if needed."""
     path = resolve(model_path)
-    key = (str(path), n_ctx, n_threads, flash_attn)
+    key = (str(path), n_ctx, n_threads, flash_attn, n_batch)
     if key in _servers and _servers[key][0].poll() is None:
         return _servers[key][1]
     port = _free_port()
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     log_file = Path(log_dir) / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx)]
-    if n_threads:
-        cmd += ["--n_threads", str(n_threads)]
-    if flash_attn:
-        cmd += ["--flash_attn", "true"]
+    cmd = command(path, port, n_ctx, n_threads, n_batch, flash_attn)
+    log.info("starting %s", " ".join(cmd[1:]))
     with log_file.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     atexit.register(_stop, proc)
