@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, traces, tracking
+from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, stores, sweep, traces, tracking
 from pipelines.budget import Budget
 from pipelines.ledger import Ledger
 from pipelines.errors import UserError
@@ -63,6 +63,7 @@ def run(cfg: DictConfig) -> dict:
     finally:  # Hydra has already written the command line to disk: mask any key in it
         secrets.scrub(_hydra_folders(), secrets.secret_values(cfg))
     check_settings(cfg)
+    stores.configure(cfg.index)  # index.store/host/port checked before any work
     model = build(cfg, "model")
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()
