@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
@@ -37,6 +38,9 @@ log = logging.getLogger("pipelines")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
+    # A Ray worker starts in its node's folder: relative paths (mlruns, .cache, the dataset, .env) mean
+    # the folder the command was started from, as under the basic and joblib launchers.
+    os.chdir(HydraConfig.get().runtime.cwd)
     secrets.load_env_file()
     try:
         return run(cfg)

@@ -147,3 +147,35 @@ def chroma_port(tmp_path_factory):
         pytest.skip("the `chroma` command (chromadb package) is not installed")
     with chroma_server(tmp_path_factory.mktemp("chroma-server")) as port:
         yield port
+
+
+@contextlib.contextmanager
+def ray_head(folder: Path, cpus: int = 2):
+    """A local Ray head with `cpus` worker slots; yields its address. `--block` keeps `ray start` in the
+    foreground, so stopping that one process stops the head's processes (no `ray stop`, which would
+    stop every Ray process on the machine). Its workers start in `folder`, not in the test's folder,
+    as on a real cluster."""
+    port = free_port()
+    log = folder / "ray-head.log"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                                 f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
+                                 "--disable-usage-stats"], stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=env)
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ray start failed:\n{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    need_module("ray", "the Ray launcher")
+    need_module("hydra_plugins.hydra_ray_launcher", "the Ray launcher")
+    with ray_head(tmp_path_factory.mktemp("ray-head")) as address:
+        yield address

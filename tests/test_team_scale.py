@@ -14,7 +14,7 @@ import pytest
 from conftest import DOCS, QUESTIONS, dataset_overrides, fake_model_overrides, run_pipeline, scripted, write_questions
 from pipelines import tracking
 from pipelines.fake_server import FakeOpenAI
-from services import chroma_port, mlflow_on_postgres  # noqa: F401  (session fixtures)
+from services import chroma_port, mlflow_on_postgres, ray_address  # noqa: F401  (session fixtures)
 
 PRICES = {"input_cache_miss": 0.28, "input_cache_hit": 0.028, "output": 0.42}
 SMALL_INDEX = ["index.chunk_size=64", "index.chunk_overlap=8"]
@@ -185,3 +185,30 @@ def test_an_unreachable_chroma_server_is_one_line(tmp_path):
                               cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "index.host/index.port: no Chroma server at 127.0.0.1" in result.stderr.strip().splitlines()[-1]
+
+
+def ray_overrides(address: str) -> list[str]:
+    # The plugin always passes object_store_memory to ray.init, which Ray 2.60 refuses when joining a
+    # running cluster; an explicit null is passed through as "not given".
+    return ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
+            "+hydra.launcher.ray.init.object_store_memory=null"]
+
+
+def test_a_sweep_on_a_local_ray_cluster_matches_the_single_machine_path(tmp_path, ray_address):
+    """The workers start in the head's folder; relative paths (mlruns, .cache, the dataset) must still
+    mean the folder the sweep was started from."""
+    with FakeOpenAI(scripted, prices=PRICES) as server:
+        local = sweep(server, tmp_path / "local")
+        local_billed = server.billed_usd
+        make_corpus(tmp_path / "ray")
+        on_ray = run_pipeline(["dataset.name=tiny", "dataset.documents_dir=corpus/docs",
+                               "dataset.questions_file=corpus/questions.csv", *fake_model_overrides(server, **PRICES),
+                               *SMALL_INDEX, *ray_overrides(ray_address)], cwd=tmp_path / "ray")
+        ray_billed = server.billed_usd - local_billed
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    expected = rows_by_strategy(tracking.tracking_uri(str(tmp_path / "local" / "mlruns")), "tiny")
+    got = rows_by_strategy(tracking.tracking_uri(str(tmp_path / "ray" / "mlruns")), "tiny")
+    assert sorted(got) == ["full_context", "hybrid", "rag"] and got == expected
+    assert ray_billed == pytest.approx(local_billed, rel=1e-9) and ray_billed > 0
+    assert "Ray Launcher is launching 3 jobs" in on_ray.stdout + on_ray.stderr
