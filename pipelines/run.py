@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, stores, sweep, traces, tracking
 from pipelines.budget import Budget
-from pipelines.ledger import Ledger
+from pipelines.ledger import Ledger, open_ledger
 from pipelines.errors import UserError
 from pipelines.estimate import estimate
 from pipelines.judge import Judge
@@ -99,7 +99,8 @@ def run(cfg: DictConfig) -> dict:
     interrupt.reset()
     interrupt.install()
     limits.configure(Path(cfg.run.cache_dir) / "slots")  # max_concurrency holds across a sweep's processes
-    budget = Budget(cfg.budget.max_usd, Ledger(Path(cfg.run.cache_dir) / "ledger.sqlite", _scope()))
+    budget = Budget(cfg.budget.max_usd, open_ledger(cfg.budget.get("ledger_uri"), Path(cfg.run.cache_dir) / "ledger.sqlite",
+                                                    _scope()))
     resend = _resent_after_crash(budget.ledger, prepared, cache)
     experiment_id = tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     digest = resume.config_digest(cfg)

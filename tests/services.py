@@ -65,7 +65,8 @@ def postgres_bin() -> Path | None:
 
 @contextlib.contextmanager
 def postgres():
-    """A throwaway PostgreSQL cluster with a database `mlflow`; yields its SQLAlchemy URI (trust auth,
+    """A throwaway PostgreSQL cluster with databases `mlflow` and `ledger`; yields its SQLAlchemy URI without
+    the database name (trust auth,
     127.0.0.1 only). `+psycopg2`: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3.
     Its own folder in /tmp: pytest's tmp folders are private to root, which `postgres` cannot enter."""
     pg = postgres_bin()
@@ -84,8 +85,9 @@ def postgres():
     run(pg / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
     run(pg / "pg_ctl", "-D", data, "-l", folder / "log", "-w", "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "start")
     try:
-        run(pg / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mlflow")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+        for database in ("mlflow", "ledger"):
+            run(pg / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", database)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
     finally:
         run(pg / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
@@ -131,13 +133,19 @@ def need_module(name: str, why: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_on_postgres(tmp_path_factory):
-    """URL of an `mlflow server` backed by a fresh PostgreSQL database."""
+def postgres_uri():
+    """postgresql+psycopg2://postgres@127.0.0.1:PORT of a fresh cluster (databases mlflow, ledger)."""
     if postgres_bin() is None:
         pytest.skip("PostgreSQL not installed (Debian: apt-get install postgresql; make services)")
-    need_module("psycopg2", "mlflow server on PostgreSQL")
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    with postgres() as uri, mlflow_server(uri, folder) as url:
+    need_module("psycopg2", "PostgreSQL")
+    with postgres() as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(tmp_path_factory, postgres_uri):
+    """URL of an `mlflow server` backed by PostgreSQL."""
+    with mlflow_server(f"{postgres_uri}/mlflow", tmp_path_factory.mktemp("mlflow-server")) as url:
         yield url
 
 

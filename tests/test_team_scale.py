@@ -14,7 +14,7 @@ import pytest
 from conftest import DOCS, QUESTIONS, dataset_overrides, fake_model_overrides, run_pipeline, scripted, write_questions
 from pipelines import tracking
 from pipelines.fake_server import FakeOpenAI
-from services import chroma_port, mlflow_on_postgres, ray_address  # noqa: F401  (session fixtures)
+from services import chroma_port, mlflow_on_postgres, postgres_uri, ray_address  # noqa: F401  (session fixtures)
 
 PRICES = {"input_cache_miss": 0.28, "input_cache_hit": 0.028, "output": 0.42}
 SMALL_INDEX = ["index.chunk_size=64", "index.chunk_overlap=8"]
@@ -99,7 +99,7 @@ def test_the_report_reads_runs_from_the_server(tmp_path, mlflow_on_postgres):
 def test_the_cap_holds_over_a_sweep_logged_to_the_server(tmp_path, mlflow_on_postgres):
     questions = [(f"Question {i}: how long is the Kelvane river?", "*river*", "212 kilometres") for i in range(12)]
     make_corpus(tmp_path, questions)
-    cap = 0.0004
+    cap = 0.0006
     with FakeOpenAI(lambda q: "212 kilometres", latency_s=0.02, prices=PRICES) as server:
         result = sweep(server, tmp_path, f"tracking.uri={mlflow_on_postgres}", "tracking.experiment=capped",
                        "run.limit=null", "model.max_concurrency=8", "model.max_output_tokens=16", f"budget.max_usd={cap}")
@@ -212,3 +212,49 @@ def test_a_sweep_on_a_local_ray_cluster_matches_the_single_machine_path(tmp_path
     assert sorted(got) == ["full_context", "hybrid", "rag"] and got == expected
     assert ray_billed == pytest.approx(local_billed, rel=1e-9) and ray_billed > 0
     assert "Ray Launcher is launching 3 jobs" in on_ray.stdout + on_ray.stderr
+
+
+RESERVE = """
+import sys
+from pipelines.ledger import open_ledger
+ledger = open_ledger(sys.argv[1], None, "sweep-a")
+got = [ledger.reserve(0.125, 2.0, key=f"k{i}") for i in range(10)]
+print(" ".join(str(t) for t in got if t is not None))
+"""
+
+
+def test_the_postgres_ledger_holds_one_cap_across_processes(postgres_uri):
+    """4 processes x 10 reservations of $0.125 under one $2 cap: exactly 16 fit (2 / 0.125, exact in
+    binary), whatever the interleaving; settled at $0.0625 each, $1 is spent and $1 is free again."""
+    uri = f"{postgres_uri}/ledger"
+    procs = [subprocess.Popen([sys.executable, "-c", RESERVE, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in outs]
+    tickets = [int(t) for out, _ in outs for t in out.split()]
+    assert len(tickets) == 16
+    from pipelines.ledger import open_ledger
+
+    ledger = open_ledger(uri, None, "sweep-a")
+    assert ledger.committed() == 2.0 and ledger.reserve(0.125, 2.0) is None
+    for ticket in tickets:
+        ledger.settle(ticket, 0.0625)
+    assert ledger.spent() == 1.0
+    assert sum(ledger.reserve(0.125, 2.0) is not None for _ in range(10)) == 8
+    assert open_ledger(uri, None, "sweep-b").reserve(2.0, 2.0) is not None  # scopes are separate
+
+
+def test_the_cap_holds_over_a_ray_sweep_with_the_postgres_ledger(tmp_path, ray_address, postgres_uri):
+    questions = [(f"Question {i}: how long is the Kelvane river?", "*river*", "212 kilometres") for i in range(12)]
+    make_corpus(tmp_path, questions)
+    cap = 0.0006
+    with FakeOpenAI(lambda q: "212 kilometres", latency_s=0.02, prices=PRICES) as server:
+        result = sweep(server, tmp_path, *ray_overrides(ray_address), f"budget.ledger_uri={postgres_uri}/ledger",
+                       "run.limit=null", "model.max_concurrency=8", "model.max_output_tokens=16", f"budget.max_usd={cap}")
+        billed = server.billed_usd
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 0 < billed <= cap, result.stdout[-3000:] + result.stderr[-6000:]
+    runs = children(tracking.tracking_uri(str(tmp_path / "mlruns")), "tiny")
+    assert len(runs) == 3
+    assert sum(r.data.metrics["spent_usd_total"] for r in runs) == pytest.approx(billed, rel=1e-9)
+    assert sum(r.data.metrics["n_skipped"] for r in runs) > 0
