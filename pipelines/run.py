@@ -40,7 +40,8 @@ log = logging.getLogger("pipelines")
 def main(cfg: DictConfig) -> dict:
     # A Ray worker starts in its node's folder: relative paths (mlruns, .cache, the dataset, .env) mean
     # the folder the command was started from, as under the basic and joblib launchers.
-    os.chdir(HydraConfig.get().runtime.cwd)
+    if not HydraConfig.get().job.chdir:
+        os.chdir(HydraConfig.get().runtime.cwd)
     secrets.load_env_file()
     try:
         return run(cfg)
