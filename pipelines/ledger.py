@@ -122,15 +122,25 @@ def open_ledger(uri: str | None, path: str | Path | None, scope: str):
     database every worker of a cluster reaches (pipelines/ledger_pg.py)."""
     if not uri:
         return Ledger(path, scope)
+    return _postgres(uri, lambda pg: pg.PgLedger(uri, scope))
+
+
+def check_uri(uri: str | None) -> None:
+    """A bad `budget.ledger_uri` (scheme, driver, unreachable database) is one line before any work."""
+    if uri:
+        _postgres(uri, lambda pg: pg.connect(uri).close())
+
+
+def _postgres(uri: str, use):
     from pipelines.errors import UserError
     from pipelines.secrets import redact_url
 
     if not uri.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
         raise UserError(f"budget.ledger_uri: must be null or postgresql://..., got {redact_url(uri)!r}")
     try:
-        from pipelines.ledger_pg import PgLedger
+        from pipelines import ledger_pg
 
-        return PgLedger(uri, scope)
+        return use(ledger_pg)
     except ImportError as err:
         raise UserError(f"budget.ledger_uri: needs psycopg2 (pip install -e '.[team]'): {err}") from None
     except Exception as err:  # psycopg2.OperationalError: wrong host, port, database or password

@@ -23,13 +23,17 @@ SCHEMA = [
 ]
 
 
+def connect(uri: str):
+    import psycopg2
+
+    # SQLAlchemy-style URIs (postgresql+psycopg2://, as MLflow takes them) name the driver; libpq does not.
+    return psycopg2.connect(uri.replace("+psycopg2", "", 1), connect_timeout=10)
+
+
 class PgLedger:
     def __init__(self, uri: str, scope: str):
-        import psycopg2
-
         self.scope = scope
-        # SQLAlchemy-style URIs (postgresql+psycopg2://, as MLflow takes them) name the driver; libpq does not.
-        self._db = psycopg2.connect(uri.replace("+psycopg2", "", 1))
+        self._db = connect(uri)
         self._lock = threading.Lock()
         with self._lock, self._db, self._db.cursor() as cur:
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog: serialize it.

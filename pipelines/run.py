@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, stores, sweep, traces, tracking
+from pipelines import embeddings, interrupt, ledger, limits, metrics, prompts, resume, runner, secrets, stores, sweep, traces, tracking
 from pipelines.budget import Budget
 from pipelines.ledger import Ledger, open_ledger
 from pipelines.errors import UserError
@@ -69,6 +69,7 @@ def run(cfg: DictConfig) -> dict:
         secrets.scrub(_hydra_folders(), secrets.secret_values(cfg))
     check_settings(cfg)
     stores.configure(cfg.index)  # index.store/host/port checked before any work
+    ledger.check_uri(cfg.budget.get("ledger_uri"))
     model = build(cfg, "model")
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()

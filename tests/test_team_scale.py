@@ -166,8 +166,10 @@ def test_processes_opening_a_new_experiment_on_the_server_at_once_all_get_it(mlf
     (["index.store=elastic"], "index.store"),
     (["index.store=chroma_server"], "index.host"),
     (["index.store=chroma_server", "index.host=127.0.0.1", "index.port=abc"], "index.port"),
+    (["budget.ledger_uri=mysql://u@127.0.0.1/ledger"], "budget.ledger_uri"),
+    ([f"budget.ledger_uri=postgresql://u@127.0.0.1:{__import__('services').free_port()}/ledger"], "budget.ledger_uri"),
 ])
-def test_bad_index_store_settings_are_one_line_before_any_work(tmp_path, overrides, fragment):
+def test_bad_index_store_and_ledger_settings_are_one_line_before_any_work(tmp_path, overrides, fragment):
     corpus = make_corpus(tmp_path)
     result = run_pipeline([*dataset_overrides(corpus), "strategy=rag", *overrides], cwd=tmp_path)
     assert result.returncode == 2
