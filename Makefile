@@ -5,12 +5,12 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test setup browser report
+.PHONY: run test setup browser services report
 
 run: setup
 	$(PY) -m pipelines.run
 
-test: setup browser
+test: setup browser services
 	$(PY) -m pytest
 
 report: setup
@@ -25,6 +25,21 @@ browser:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found: the browser tests will be skipped"; fi; }
+
+# The team-scale integration tests (tests/test_team_scale.py): Debian's PostgreSQL (as root, like
+# chromium; no system service is started, the tests initdb into a temp folder) and the `team` group
+# (Ray, psycopg2). hydra-ray-launcher 1.2.2 pins cloudpickle<3, which joblib 1.6 refuses; it works with
+# cloudpickle 3 (tested), so it goes in without its pins.
+services: setup .venv/.team-installed
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql not found: the MLflow-server tests will be skipped"; fi; }
+
+.venv/.team-installed: pyproject.toml .venv/.installed
+	$(PY) -m pip install --quiet -e ".[dev,team]"
+	$(PY) -m pip install --quiet --no-deps hydra-ray-launcher==1.2.2
+	touch $@
 
 # torch==2.13.0 first: it is a CPU wheel already on disk, while an unpinned torch pulled in by
 # sentence-transformers would download several GB of CUDA packages.

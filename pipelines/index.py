@@ -120,11 +120,6 @@ def _index_key(documents: list[Document], chunk_size: int, chunk_overlap: int, m
 
 
 def _open_collection(path: Path, name: str):
-    import chromadb
-    from chromadb.config import Settings
+    from pipelines import stores
 
-    client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
-    # embedding_function=None: we always pass vectors; Chroma's default function downloads a model.
-    return client.get_or_create_collection(
-        name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}, metadata={"complete": False}
-    )
+    return stores.open_collection(path, name)  # a local folder, or a shared Chroma server (index.store)

@@ -115,3 +115,33 @@ class Ledger:
         self._tx(lambda db: db.execute(
             "INSERT INTO ratios VALUES (?, ?, 1) ON CONFLICT(model) DO UPDATE SET ratio = MAX(ratio, excluded.ratio), "
             "n = n + 1", (model, ratio)))
+
+
+def open_ledger(uri: str | None, path: str | Path | None, scope: str):
+    """`budget.ledger_uri`: null for the SQLite file at `path` (one machine), or postgresql://... for a
+    database every worker of a cluster reaches (pipelines/ledger_pg.py)."""
+    if not uri:
+        return Ledger(path, scope)
+    return _postgres(uri, lambda pg: pg.PgLedger(uri, scope))
+
+
+def check_uri(uri: str | None) -> None:
+    """A bad `budget.ledger_uri` (scheme, driver, unreachable database) is one line before any work."""
+    if uri:
+        _postgres(uri, lambda pg: pg.connect(uri).close())
+
+
+def _postgres(uri: str, use):
+    from pipelines.errors import UserError
+    from pipelines.secrets import redact_url
+
+    if not uri.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+        raise UserError(f"budget.ledger_uri: must be null or postgresql://..., got {redact_url(uri)!r}")
+    try:
+        from pipelines import ledger_pg
+
+        return use(ledger_pg)
+    except ImportError as err:
+        raise UserError(f"budget.ledger_uri: needs psycopg2 (pip install -e '.[team]'): {err}") from None
+    except Exception as err:  # psycopg2.OperationalError: wrong host, port, database or password
+        raise UserError(f"budget.ledger_uri: cannot open {redact_url(uri)}: {str(err).strip().splitlines()[0]}") from None

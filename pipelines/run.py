@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
@@ -22,9 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, interrupt, limits, metrics, prompts, resume, runner, secrets, sweep, threads, traces, tracking
+from pipelines import embeddings, interrupt, ledger, limits, metrics, prompts, resume, runner, secrets, stores, sweep, threads, traces, tracking
 from pipelines.budget import Budget
-from pipelines.ledger import Ledger
+from pipelines.ledger import Ledger, open_ledger
 from pipelines.errors import UserError
 from pipelines.estimate import estimate
 from pipelines.judge import Judge
@@ -37,6 +38,10 @@ log = logging.getLogger("pipelines")
 
 @hydra.main(version_base="1.3", config_path="pkg://pipelines.conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
+    # A Ray worker starts in its node's folder: relative paths (mlruns, .cache, the dataset, .env) mean
+    # the folder the command was started from, as under the basic and joblib launchers.
+    if not HydraConfig.get().job.chdir:
+        os.chdir(HydraConfig.get().runtime.cwd)
     secrets.load_env_file()
     try:
         return run(cfg)
@@ -64,6 +69,8 @@ def run(cfg: DictConfig) -> dict:
     finally:  # Hydra has already written the command line to disk: mask any key in it
         secrets.scrub(_hydra_folders(), secrets.secret_values(cfg))
     check_settings(cfg)
+    stores.configure(cfg.index)  # index.store/host/port checked before any work
+    ledger.check_uri(cfg.budget.get("ledger_uri"))
     model = build(cfg, "model")
     if not cfg.run.dry_run:  # an estimate needs no key: it sends nothing
         model.check()
@@ -101,7 +108,8 @@ def run(cfg: DictConfig) -> dict:
     interrupt.reset()
     interrupt.install()
     limits.configure(Path(cfg.run.cache_dir) / "slots")  # max_concurrency holds across a sweep's processes
-    budget = Budget(cfg.budget.max_usd, Ledger(Path(cfg.run.cache_dir) / "ledger.sqlite", _scope()))
+    budget = Budget(cfg.budget.max_usd, open_ledger(cfg.budget.get("ledger_uri"), Path(cfg.run.cache_dir) / "ledger.sqlite",
+                                                    _scope()))
     resend = _resent_after_crash(budget.ledger, prepared, cache)
     experiment_id = tracking.use_experiment(cfg.tracking.uri, cfg.tracking.experiment or dataset.name)
     digest = resume.config_digest(cfg)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipelines.errors import UserError
 
@@ -47,12 +47,23 @@ def secret_values(cfg: DictConfig) -> list[str]:
         name = node.get("api_key_env")
         if name is not None and not _ENV_NAME.fullmatch(str(name)):
             out.append(str(name))  # a key typed where its variable's name belongs
-        url = node.get("base_url")
-        if isinstance(url, str) and redact_url(url) != url:
+    for url in _strings(OmegaConf.to_container(cfg, resolve=False)):  # base_url, tracking.uri, budget.ledger_uri...
+        if "://" in url and redact_url(url) != url:
             parts = urlsplit(url)
             out += [p for p in (parts.password, parts.username) if p]
             out += [m.group(0).split("=", 1)[1] for m in _QUERY_SECRET.finditer(parts.query)]
     return out
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
 
 
 def check(cfg: DictConfig) -> None:

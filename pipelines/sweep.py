@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from pathlib import Path
 
 import mlflow
@@ -25,7 +26,8 @@ def parent_run(sweep_dir: str, experiment_id: str, dataset: str) -> str:
             return found[0].info.run_id
         run = mlflow.MlflowClient().create_run(
             experiment_id, run_name=f"sweep {os.path.basename(sweep_dir)}",
-            tags={"kind": "sweep", "sweep_dir": sweep_dir, "dataset": dataset, **_process_tags()})
+            tags={"kind": "sweep", "sweep_dir": sweep_dir, "sweep_id": sweep_id(sweep_dir), "dataset": dataset,
+                  **_process_tags()})
         return run.info.run_id
 
 
@@ -35,9 +37,15 @@ def _process_tags() -> dict[str, str]:
     return process_tags()
 
 
+def sweep_id(sweep_dir: str) -> str:
+    """The sweep's identity in a shared MLflow server: Hydra's sweep folder is relative and named by the
+    second it started, so two people's sweeps can share it; host and absolute path tell them apart."""
+    return f"{socket.gethostname()}:{Path(sweep_dir).resolve()}"
+
+
 def _parents(sweep_dir: str, experiment_ids: list[str] | None = None):
     kwargs = {"experiment_ids": experiment_ids} if experiment_ids else {"search_all_experiments": True}
-    return mlflow.search_runs(filter_string=f"tags.kind = 'sweep' and tags.sweep_dir = '{sweep_dir}'",
+    return mlflow.search_runs(filter_string=f"tags.kind = 'sweep' and tags.sweep_id = '{sweep_id(sweep_dir)}'",
                               output_format="list", **kwargs)
 
 
