@@ -5,6 +5,7 @@ reserve) before it is sent; when it returns, the reservation becomes its actual 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 
 class Budget:
@@ -42,11 +43,13 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0)."""
     from pipelines.estimate import worst_case_usd
     from pipelines.models.chat import CallFailed
+    from pipelines.models.usage import cost_usd
     from pipelines.prompts import Prompt
 
     done = cache.get(key) if cache else None
     if done is not None:
-        return done
+        # The cache keeps the provider's usage; dollars follow the prices in force now (overrides included).
+        return replace(done, cost_usd=cost_usd(done.usage, model.prices))
     worst = worst_case_usd(Prompt(messages, 0, 0, "ok"), model)
     if not budget.reserve(worst):
         raise BudgetStop(f"budget.max_usd={budget.max_usd} reached: not sent")

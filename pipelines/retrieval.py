@@ -40,14 +40,15 @@ class Bm25:
         return [Hit(self.chunks[i], float(scores[i])) for i in order[:k]]
 
 
-_bm25: dict[int, Bm25] = {}
+_bm25: dict[str, Bm25] = {}
 
 
 def bm25_for(index: VectorIndex) -> Bm25:
-    """Built once per index per process (in memory: a second for thousands of chunks)."""
-    if id(index) not in _bm25:
-        _bm25[id(index)] = Bm25(index)
-    return _bm25[id(index)]
+    """Built once per index content per process (in memory: a second for thousands of chunks). Keyed by
+    the index's content key: id() of a freed index can be reused by a different one."""
+    if index.key not in _bm25:
+        _bm25[index.key] = Bm25(index)
+    return _bm25[index.key]
 
 
 def rrf(rankings: list[tuple[list[Hit], float]], k: int) -> list[Hit]:

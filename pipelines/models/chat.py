@@ -134,6 +134,8 @@ class ChatModel:
     def _whole(self, client, messages, start, attempts) -> Completion:
         response = client.chat.completions.create(**self.request(messages))
         latency = time.perf_counter() - start
+        if not response.choices:
+            raise RuntimeError("the response has no choices (no answer was returned); not cached")
         choice = response.choices[0]
         return self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
                                 latency, None, choice.finish_reason or "", attempts)
@@ -141,11 +143,12 @@ class ChatModel:
     def _streamed(self, client, messages, start, attempts) -> Completion:
         stream = client.chat.completions.create(**self.request(messages), stream=True,
                                                 stream_options={"include_usage": True})
-        answer, reasoning, ttft, usage, finish = [], [], None, None, ""
+        answer, reasoning, ttft, usage, finish, choices = [], [], None, None, "", 0
         for chunk in stream:
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
+                choices += 1
                 text, thought = choice.delta.content or "", _reasoning(choice.delta)
                 if (text or thought) and ttft is None:
                     ttft = time.perf_counter() - start
@@ -153,12 +156,16 @@ class ChatModel:
                 reasoning.append(thought)
                 finish = choice.finish_reason or finish
         latency = time.perf_counter() - start
-        if usage is None:
-            # Without the provider's usage the cost is unknown, and we never estimate a bill.
-            raise RuntimeError("the stream ended without a usage chunk; set model.stream=false for this host")
+        if not choices:
+            raise RuntimeError("the stream carried no choices (no answer was returned); not cached")
         return self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
 
     def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:
+        if raw_usage is None:
+            # Without the provider's usage the cost is unknown, and we never estimate a bill: an error row,
+            # not a free `ok` call, and nothing is cached.
+            raise RuntimeError(f"the response reported no usage, so its cost is unknown (host {self.base_url}); "
+                               "this host must return usage (streamed: stream_options.include_usage)")
         usage = Usage.from_response(raw_usage)
         return Completion(answer=answer.strip(), usage=usage, cost_usd=cost_usd(usage, self.prices),
                           latency_s=latency, ttft_s=ttft, reasoning=reasoning.strip(), finish_reason=finish,
