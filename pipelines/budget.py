@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import threading
+from dataclasses import replace
 
 from pipelines import interrupt, tokens, traces
 
@@ -100,10 +101,12 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     there, else reserve the worst case, call, settle with the actual cost and store the answer.
     Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0)."""
     from pipelines.models.chat import CallFailed, Unbilled
+    from pipelines.models.usage import cost_usd
 
     done = cache.get(key) if cache else None
     if done is not None:
-        return done
+        # The cache keeps the provider's usage; dollars follow the prices in force now (overrides included).
+        return replace(done, cost_usd=cost_usd(done.usage, model.prices))
     if interrupt.requested():
         raise BudgetStop("interrupted: not sent")
     n_cl100k = tokens.count("\n".join(m["content"] for m in messages))

@@ -172,6 +172,11 @@ class ChatModel:
         return self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
 
     def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:
+        if raw_usage is None:
+            # Without the provider's usage the cost is unknown, and we never estimate a bill: an error row,
+            # not a free `ok` call, and nothing is cached.
+            raise RuntimeError(f"the response reported no usage, so its cost is unknown (host {self.base_url}); "
+                               "this host must return usage (streamed: stream_options.include_usage)")
         usage = Usage.from_response(raw_usage)
         return Completion(answer=answer.strip(), usage=usage, cost_usd=cost_usd(usage, self.prices),
                           latency_s=latency, ttft_s=ttft, reasoning=reasoning.strip(), finish_reason=finish,

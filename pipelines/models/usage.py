@@ -16,6 +16,10 @@ class Prices:
     source: str = ""
     input_cache_write: float | None = None  # prompt tokens written to the cache (Anthropic: 1.25x); None: the miss price
 
+    def __post_init__(self):
+        if self.input_cache_write is None:
+            object.__setattr__(self, "input_cache_write", self.input_cache_miss)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -24,6 +28,12 @@ class Usage:
     output_tokens: int = 0  # includes reasoning tokens: providers bill them as output
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0  # written to the provider's cache (billed above the miss price by Anthropic)
+
+    def __post_init__(self):
+        # A negative count would make a negative bill: refuse the usage rather than credit the budget.
+        if min(self.input_tokens, self.cache_hit_tokens, self.output_tokens, self.reasoning_tokens,
+               self.cache_write_tokens, self.input_tokens - self.cache_hit_tokens - self.cache_write_tokens) < 0:
+            raise ValueError(f"inconsistent usage (negative count): {self}")
 
     @property
     def cache_miss_tokens(self) -> int:
