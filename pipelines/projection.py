@@ -4,11 +4,12 @@ run's measured token profile and each model's prices, and where full context sto
 Assumptions (stated in the report): `rag` sends the same context whatever the corpus size; `hybrid`
 keeps the share of the corpus it kept in the run, up to its token budget; `full_context` sends the
 whole corpus, and with a provider that caches prefixes every question after the first pays the hit
-price for it (many questions per corpus); output tokens stay as measured."""
+price for it (many questions per corpus); `self_route` pays RAG for every question plus its
+measured routed share of its fallback; output tokens stay as measured."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,6 +24,8 @@ class Profile:
     overhead_tokens: float  # cl100k tokens of the prompt besides the context
     output_tokens: float  # mean completion tokens
     token_budget: float | None = None  # hybrid's cap
+    routed_share: float = 0.0  # self_route: share of questions sent on to the fallback (`routed_share` metric)
+    fallback: str = "full_context"  # self_route: the strategy those questions go to
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ def context_at(profile: Profile, corpus: float) -> float:
 
 def cost_per_question(profile: Profile, pricing: Pricing, corpus: float) -> tuple[float, bool]:
     """(USD per question, whether the prompt fits the window; if not, priced as truncated to it)."""
+    if profile.strategy == "self_route":  # every question pays RAG; the routed share pays the fallback too
+        first, _ = cost_per_question(replace(profile, strategy="rag"), pricing, corpus)
+        second, fits = cost_per_question(replace(profile, strategy=profile.fallback), pricing, corpus)
+        return first + profile.routed_share * second, fits or not profile.routed_share
     window = (pricing.window - pricing.max_output) / pricing.tokens_per_cl100k - profile.overhead_tokens
     context = context_at(profile, corpus)
     fits = context <= window

@@ -213,7 +213,8 @@ def profiles(configs) -> list[projection.Profile]:
         budget = p.get("strategy.token_budget")
         out[c["strategy"]] = projection.Profile(
             c["strategy"], context, float(p.get("dataset.corpus_tokens", context) or context), overhead,
-            m.get("completion_tokens_total", 0) / n, float(budget) if budget not in (None, "None") else None)
+            m.get("completion_tokens_total", 0) / n, float(budget) if budget not in (None, "None") else None,
+            float(m.get("routed_share", 0.0)), str(p.get("strategy.fallback", "full_context")))
     return list(out.values())
 
 

@@ -129,3 +129,15 @@ def test_a_report_covers_the_latest_sweep_and_never_pairs_a_rerun_with_itself(fa
     every = report.load_configs("tiny", None, store=str(copy / "mlruns"), latest_sweep=False)
     pairs = report.paired_differences(every, "f1")
     assert all(p["A"] != p["B"] for p in pairs)  # the rag rerun is never compared with the first rag run
+
+
+def test_self_route_is_priced_as_rag_plus_its_routed_share_of_the_fallback():
+    rag = projection.Profile("rag", 2000, 50_000, 100, 20)
+    full = projection.Profile("full_context", 2000, 50_000, 100, 20)
+    routed = projection.Profile("self_route", 2000, 50_000, 100, 20, routed_share=0.25, fallback="full_context")
+    size = 100_000.0
+    rag_usd, _ = projection.cost_per_question(rag, CLAUDE, size)
+    full_usd, _ = projection.cost_per_question(full, CLAUDE, size)
+    assert rag_usd == pytest.approx((2100 * 1.2 * 3.0 + 20 * 15.0) / 1e6)
+    usd, _ = projection.cost_per_question(routed, CLAUDE, size)
+    assert usd == pytest.approx(rag_usd + 0.25 * full_usd)
