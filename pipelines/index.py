@@ -41,9 +41,27 @@ def split(documents: list[Document], chunk_size: int, chunk_overlap: int) -> lis
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokens.encode)
     chunks = []
     for doc in documents:
-        for n, text in enumerate(splitter.split_text(doc.text)):
+        pieces = (piece for section in _sections(doc.text) for piece in splitter.split_text(section))
+        for n, text in enumerate(pieces):
             chunks.append(Chunk(f"{doc.doc_id}#{n}", doc.doc_id, n, text, tokens.count(text)))
     return chunks
+
+
+SECTION_CHARS = 1_000_000
+
+
+def _sections(text: str) -> list[str]:
+    """The sentence tokenizer inside SentenceSplitter (nltk punkt) gives up with a regex time-out on a
+    text of many megabytes (20 MB of prose: 13 s, past its 5 s limit). A longer document is split first
+    into sections of at most SECTION_CHARS, at a paragraph break, else a line break, else a space;
+    documents below that size (every filing and paper we have) are split exactly as before."""
+    out = []
+    while len(text) > SECTION_CHARS:
+        window = text[:SECTION_CHARS]
+        cut = max(window.rfind("\n\n"), 0) or max(window.rfind("\n"), 0) or max(window.rfind(" "), 0) or SECTION_CHARS
+        out.append(text[:cut])
+        text = text[cut:]
+    return out + [text]
 
 
 class VectorIndex:

@@ -65,7 +65,8 @@ def call(model, messages: list[dict]):
     if not enabled():
         yield None
         return
-    with mlflow.start_span(name=model.name, span_type=SpanType.CHAT_MODEL, run_id=_run_id) as span:
+    root = mlflow.get_current_active_span() is None  # a judge call: its own trace, linked to the run
+    with mlflow.start_span(name=model.name, span_type=SpanType.CHAT_MODEL, run_id=_run_id if root else None) as span:
         span.set_inputs({"model": model.model_id, "messages": messages})
         span.set_attributes({SpanAttributeKey.MODEL: model.model_id, SpanAttributeKey.MODEL_PROVIDER: model.provider,
                              "endpoint": _safe_endpoint(model)})

@@ -85,3 +85,16 @@ def test_warm_index_loads_the_same_chunks_without_splitting(docs, tmp_path, monk
     second = make(docs, CountingEmbedder(), tmp_path / "cache")
     assert second.chunks == first.chunks  # same text, ids, positions and token counts, in the same order
     assert second.search("How long is the Kelvane river?", 1)[0].chunk == first.by_id["river.txt#0"]
+
+
+def test_a_text_of_megabytes_is_split_not_a_regex_time_out():
+    from pipelines.documents import Document
+    from pipelines.index import split
+
+    # One 20 MB paragraph of ordinary prose with no line break: nltk's punkt (inside SentenceSplitter)
+    # raised "regular-expression match exceeded its 5.0s time limit" on such a file.
+    sentence = "The Kelvane river is 212 kilometres long and runs north to the sea. "
+    text = sentence * (20_000_000 // len(sentence))
+    chunks = split([Document("one_line.txt", text, 0, "x")], 256, 32)
+    assert len(chunks) > 1000 and all(c.tokens <= 256 for c in chunks)
+    assert chunks[0].text.startswith("The Kelvane river")

@@ -219,3 +219,29 @@ def test_max_concurrency_holds_across_the_processes_of_a_joblib_sweep(tmp_path):
         peak, sent = server.max_in_flight, len(server.requests)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sent == 24 and peak == 2
+
+
+def test_a_corrupt_response_cache_is_moved_aside_with_a_warning(tmp_path, caplog):
+    from pipelines.models.cache import ResponseCache
+
+    path = tmp_path / "responses.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level("WARNING"):
+        cache = ResponseCache(path)
+    assert cache.get("anything") is None
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("responses.sqlite.corrupt")]
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not a database")
+    assert "moved aside" in caplog.text
+
+
+def test_a_csv_with_an_unbalanced_quote_is_one_line_naming_where_it_opens(tmp_path):
+    from test_errors import assert_one_line_error
+
+    corpus = many_questions(tmp_path, 2)
+    questions = corpus / "questions.csv"
+    # Row 3 opens a quote it never closes: csv would merge every later row into that one field.
+    questions.write_text('Question,Source Docs,Answer\n"How long is the river?",*river*,212 kilometres\n'
+                         '"How far is Velmora?,*stars*,310 light years\nHow many apples?,*orchard*,4812\n')
+    result = run_pipeline([*dataset_overrides(corpus), "strategy=rag", "model.base_url=http://127.0.0.1:9/v1",
+                           "model.local_server=null"], cwd=tmp_path, timeout=120)
+    assert_one_line_error(result, f"{questions}:3", "quote")

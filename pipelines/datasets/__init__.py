@@ -55,3 +55,21 @@ def collect(rows, parse, skip_bad_rows: bool, log) -> list:
     if skipped:
         log.warning("skipped %d bad question rows; first: %s", len(skipped), skipped[0])
     return out, skipped
+
+
+def check_quotes(text: str, path) -> None:
+    """A CSV quote opened and never closed makes the csv module swallow every later row into one field
+    (two questions silently become one paid call): name the line where it opens."""
+    from pipelines.errors import UserError
+
+    inside, opened, line = False, 0, 1
+    for ch in text:
+        if ch == '"':
+            inside = not inside  # a doubled "" inside a field flips twice: balanced
+            if inside:
+                opened = line
+        elif ch == "\n":
+            line += 1
+    if inside:
+        raise UserError(f"{path}:{opened}: a quote opened here is never closed (every later row would merge into "
+                        f"this one); close it or double the quote character")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.datasets import Dataset, Question, RowError, collect
+from pipelines.datasets import check_quotes, Dataset, Question, RowError, collect
 from pipelines.documents import load_documents
 from pipelines.errors import UserError
 
@@ -172,6 +172,7 @@ def read_rows(path: Path, question_column: str | None = None) -> list[tuple[int,
                 rows.append((n, row))
         return rows
     if suffix == ".csv":
+        check_quotes(text, path)
         reader = csv.DictReader(text.splitlines(keepends=True))
         names = {normal(c) for c in reader.fieldnames or []}
         wanted = normal(question_column) if question_column else None

@@ -10,7 +10,7 @@ import csv
 import fnmatch
 from pathlib import Path
 
-from pipelines.datasets import Dataset, Question
+from pipelines.datasets import check_quotes, Dataset, Question
 from pipelines.documents import load_documents
 from pipelines.errors import UserError
 
@@ -51,6 +51,7 @@ class Sec10Q:
         if not self.questions_file.is_file():
             raise UserError(f"dataset.questions_file: file not found: {self.questions_file}")
         try:
+            check_quotes(self.questions_file.read_text(encoding="utf-8"), self.questions_file)
             with self.questions_file.open(encoding="utf-8", newline="") as f:
                 reader = csv.DictReader(f)
                 missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
