@@ -5,11 +5,13 @@ Run `ragbench run` (or `python -m pipelines.run`; Hydra) and look at the results
 """
 
 import importlib.resources
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small table download is noise
 
 
 def package_dir(name: str) -> Path:

@@ -5,6 +5,7 @@ metrics, the per-question table and the resolved config. The store is SQLite ins
 from __future__ import annotations
 
 import contextlib
+import json
 import fcntl
 import logging
 import math
@@ -167,7 +168,9 @@ def log_questions(questions, name: str, source: str) -> None:
 
 
 def log_rows_so_far(records: list[QuestionRecord]) -> None:
-    """The rows finished so far, so a long run shows progress in the UI and a crash keeps them."""
+    """The rows finished so far, so a long run shows progress in the UI and a crash keeps them. Written
+    whole each time (log_text replaces; log_table would append), apart from the final questions.json."""
     rows = [r.row() for r in records]
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    mlflow.log_table({c: [row.get(c) for row in rows] for c in columns}, artifact_file="questions.json")
+    table = {"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}
+    mlflow.log_text(json.dumps(table, default=str), "questions_so_far.json")

@@ -2,6 +2,8 @@
 OpenAI-compatible server, read back through the MLflow API."""
 
 
+import json
+
 import mlflow
 import pytest
 
@@ -199,3 +201,19 @@ def test_sweep_runs_are_grouped_under_a_parent_run(sweep):
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "3 finished, 0 failed"
     summary = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/sweep_summary.txt")
     assert summary.splitlines()[0].split()[:3] == ["strategy", "model", "questions"]
+
+
+def test_rows_written_while_a_run_goes_are_replaced_not_appended(tmp_path, monkeypatch):
+    from pipelines.record import QuestionRecord
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
+    rows = [QuestionRecord(f"q{i}", "rag", "m", "?", "") for i in range(3)]
+    with mlflow.start_run() as run:
+        tracking.log_rows_so_far(rows[:1])
+        tracking.log_rows_so_far(rows[:2])
+        tracking.log_rows_so_far(rows)
+        tracking.log_results(rows, [], 1.0)
+    assert [r["question_id"] for r in table(run)] == ["q0", "q1", "q2"]  # once each
+    so_far = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/questions_so_far.json"))
+    assert len(so_far["data"]) == 3
