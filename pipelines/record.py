@@ -42,6 +42,9 @@ class QuestionRecord:
     attempts: int = 0  # HTTP requests sent, retries included
     attempt_log: str = ""  # status per attempt, e.g. "429 200"; "x" when no response came
     finish_reason: str = ""
+    response_model: str = ""  # the model the provider says answered (an alias such as deepseek-chat is not a model)
+    system_fingerprint: str = ""  # the provider's backend configuration, when reported
+    prices: str = ""  # the price table cost_usd was computed with (USD per 1M tokens, dated)
     # The judge's own calls, counted apart from the answer's.
     judge_label: str = ""  # correct | partial | incorrect | unparsed
     judge_prompt_tokens: int = 0

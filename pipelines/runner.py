@@ -221,10 +221,15 @@ def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> Question
     except CallFailed as err:
         log.warning("question %s failed after %d attempt(s): %s", record.question_id, err.attempts, err)
         return replace(record, status="error", error=str(err), attempts=err.attempts, attempt_log=err.attempt_log)
-    return _filled(record, done)
+    return _filled(record, done, model)
 
 
-def _filled(record: QuestionRecord, done: Completion) -> QuestionRecord:
+def _price_note(p) -> str:
+    """The price table a row's cost was computed with (USD per 1M tokens), kept on the row."""
+    return f"miss {p.input_cache_miss} / hit {p.input_cache_hit} / write {p.input_cache_write} / output {p.output} ({p.as_of})"
+
+
+def _filled(record: QuestionRecord, done: Completion, model: ChatModel) -> QuestionRecord:
     u = done.usage
     generating = done.latency_s - (done.ttft_s or 0.0)
     return replace(
@@ -234,4 +239,5 @@ def _filled(record: QuestionRecord, done: Completion) -> QuestionRecord:
         ttft_s=None if done.ttft_s is None else round(done.ttft_s, 4),
         output_tokens_per_s=round(u.output_tokens / generating, 2) if u.output_tokens and generating > 0 else None,
         cached=done.cached, started_at=done.started_at or None, attempts=done.attempts, attempt_log=done.attempt_log, finish_reason=done.finish_reason,
+        response_model=done.response_model, system_fingerprint=done.system_fingerprint, prices=_price_note(model.prices),
     )

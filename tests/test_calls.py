@@ -143,3 +143,19 @@ def test_streaming_without_usage_does_not_advise_turning_streaming_off():
         with pytest.raises(CallFailed) as caught:
             ask(model, "what colour?")
     assert "usage" in str(caught.value) and "stream=false" not in str(caught.value)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_rows_record_the_model_that_answered_and_the_prices_used(stream, tmp_path):
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server, stream=stream)
+        cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+        [first] = answer_all(prepared(["what colour?"], model), model, [], cache, Budget(None), progress=False)
+        dearer = model_for(server, stream=stream, prices={**PRICES, "output": 4.2})
+        [again] = answer_all(prepared(["what colour?"], dearer), dearer, [], cache, Budget(None), progress=False)
+    assert first.response_model == "fake-1"  # the body's `model`, as the provider reported it
+    assert first.prices == "miss 0.28 / hit 0.028 / write 0.28 / output 0.42 (2025-09-29)"
+    # Cached: the stored usage at the prices in force now (an output price override applies to it too).
+    assert again.cached and again.completion_tokens == first.completion_tokens
+    assert again.cost_usd - first.cost_usd == pytest.approx(first.completion_tokens * (4.2 - 0.42) / 1e6)
+    assert again.prices.endswith("output 4.2 (2025-09-29)")

@@ -34,6 +34,8 @@ class Completion:
     attempt_log: str = ""  # status of each attempt, e.g. "429 500 200"; "x" for no response
     cached: bool = False  # served from the response cache: no call, nothing paid
     started_at: float = 0.0  # epoch seconds when the call was sent (for trace spans)
+    response_model: str = ""  # the model the provider says answered (an alias is not a model)
+    system_fingerprint: str = ""  # the provider's backend configuration, when it reports one
 
 
 NO_USAGE = ("the provider returned no usage: the call's cost is unknown, so it is an error row, counted against "
@@ -146,14 +148,18 @@ class ChatModel:
         if response.usage is None:
             raise Unbilled(NO_USAGE)
         choice = response.choices[0]
-        return self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
+        served = (response.model or "", getattr(response, "system_fingerprint", None) or "")
+        done = self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
                                 latency, None, choice.finish_reason or "", attempts)
+        return replace(done, response_model=served[0], system_fingerprint=served[1])
 
     def _streamed(self, client, messages, start, attempts) -> Completion:
         stream = client.chat.completions.create(**self.request(messages), stream=True,
                                                 stream_options={"include_usage": True})
         answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
+        served = ["", ""]
         for chunk in stream:
+            served = [chunk.model or served[0], getattr(chunk, "system_fingerprint", None) or served[1]]
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
@@ -169,7 +175,8 @@ class ChatModel:
             raise Unbilled("the stream carried no choices: no answer (it may still have billed the call)")
         if usage is None:
             raise Unbilled(NO_USAGE)
-        return self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
+        done = self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
+        return replace(done, response_model=served[0], system_fingerprint=served[1])
 
     def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:
         if raw_usage is None:
