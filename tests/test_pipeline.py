@@ -207,9 +207,9 @@ def test_rows_written_while_a_run_goes_are_replaced_not_appended(tmp_path, monke
     from pipelines.record import QuestionRecord
 
     monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
+    experiment_id = tracking.use_experiment(str(tmp_path / "mlruns"), "rows")
     rows = [QuestionRecord(f"q{i}", "rag", "m", "?", "") for i in range(3)]
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         tracking.log_rows_so_far(rows[:1])
         tracking.log_rows_so_far(rows[:2])
         tracking.log_rows_so_far(rows)
