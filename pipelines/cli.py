@@ -4,6 +4,7 @@
     ragbench report [--experiment ...]    the research report (pipelines/report.py)
     ragbench compare --a ... --b ...      paired comparison of two runs (pipelines/compare.py)
     ragbench review export/import ...     human ratings in and out (pipelines/review.py)
+    ragbench export --run ID --squad F    predictions for the official SQuAD v2.0 script (pipelines/export.py)
 
 `ragbench run --help` lists the config groups; `ragbench run --shell-completion install=bash` prints
 Hydra's tab completion for your shell."""
@@ -14,7 +15,7 @@ import importlib
 import sys
 
 COMMANDS = {"run": "pipelines.run", "report": "pipelines.report", "compare": "pipelines.compare",
-            "review": "pipelines.review"}
+            "review": "pipelines.review", "export": "pipelines.export"}
 
 
 def main(argv: list[str] | None = None) -> None:

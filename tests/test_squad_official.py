@@ -93,3 +93,50 @@ def test_em_and_f1_equal_the_official_rules_on_the_whole_dev_file():
     assert n_predictions > 30_000
     assert mismatches == []
     assert total_ours[0] == total_official[0] and total_ours[1] == pytest.approx(total_official[1])
+
+
+def test_exported_predictions_score_under_the_official_rules_as_the_run_scored_them(tmp_path):
+    """A real run on SQuAD (one article, against a scripted server), exported in the official format,
+    then scored by the independent implementation of evaluate-v2.0.py above: equal to the run's EM/F1."""
+    import mlflow
+
+    from conftest import fake_model_overrides, run_pipeline, table
+    from pipelines import export, tracking
+    from pipelines.fake_server import FakeOpenAI
+
+    data = json.loads(DEV.read_text(encoding="utf-8"))["data"]
+    qas = {qa["id"]: qa for p in data[0]["paragraphs"] for qa in p["qas"]}
+    texts = {qa["question"]: qa for qa in qas.values()}
+
+    def answer(question):  # gold for some, an abstention for some, noise for the rest, one failure
+        qa = next((q for text, q in texts.items() if text.strip() in question), None)
+        n = sorted(qas).index(qa["id"]) if qa else 0
+        if n % 4 == 0 and qa["answers"]:
+            return qa["answers"][0]["text"]
+        return ["I don't know", "the Normans in France", "1066"][n % 3]
+
+    with FakeOpenAI(answer) as server:
+        result = run_pipeline(["dataset=squad2", "dataset.max_articles=1", "strategy=no_context", "run.limit=12",
+                               "run.shuffle_seed=3", *fake_model_overrides(server)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
+    [run] = mlflow.search_runs(experiment_names=["squad2"], filter_string="tags.kind = 'run'", output_format="list")
+    out = tmp_path / "predictions.json"
+    export.main(["--run", run.info.run_id, "--squad", str(out), "--tracking", str(tmp_path / "mlruns")])
+    predictions = json.loads(out.read_text(encoding="utf-8"))
+    rows = table(run)
+    assert set(predictions) == {r["question_id"] for r in rows}
+    assert any(p == "" for p in predictions.values())  # abstentions became the empty prediction
+    for row in rows:
+        em, f1 = official_scores(qas[row["question_id"]], predictions[row["question_id"]])
+        assert (row["exact_match"], row["f1"]) == (em, pytest.approx(f1, abs=1e-6)), row["question_id"]
+
+
+def test_a_failed_question_exports_as_a_prediction_the_official_script_scores_zero():
+    from pipelines.export import squad_predictions
+
+    unanswerable = {"id": "x", "answers": [], "is_impossible": True}
+    predictions = squad_predictions([{"question_id": "x", "status": "error", "answer": ""},
+                                     {"question_id": "y", "status": "ok", "answer": "I don't know"}])
+    assert official_scores(unanswerable, predictions["x"]) == (0, 0)  # "" would have scored (1, 1)
+    assert predictions["y"] == ""
