@@ -74,7 +74,9 @@ def _cached_prefix_tokens(text: str, earlier: _Prefixes, model: ChatModel) -> in
     if not rule or not earlier:
         return 0
     longest = earlier.longest(text)
-    n = math.floor(tokens.count(text[:longest]) * model.tokens_per_cl100k)
+    # The shared prefix's tokens in proportion to its characters: re-encoding every prefix was most of
+    # a 6,000-question dry run's time, and an estimate needs no exact count.
+    n = math.floor(tokens.count(text) * longest / max(1, len(text)) * model.tokens_per_cl100k)
     if n < rule.get("min_tokens", 0):
         return 0
     block = rule.get("block", 1)
@@ -91,3 +93,48 @@ def _common_prefix_len(a: str, b: str) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def run_estimate(prepared, cached, model: ChatModel, judge=None) -> dict:
+    """The dry-run row of one configuration: the calls always sent (a plan's first step), the range up
+    to every later step being sent too (Self-Route's fallback, a cascade's large model), every judge
+    call, and how many prompts the window guard will cut and by how many tokens."""
+    steps = list(zip(*[(p, *p.then) for p in prepared])) if prepared else []
+    parts = [estimate([p.prompt for p in step], [cached(p) for p in step], step[0].model or model) for step in steps]
+    first = parts[0] if parts else Estimate()
+    later = parts[1:]
+    judged = _judge_usd(prepared, model, judge)
+    items = [p for step in steps for p in step]
+    return {"calls": first.calls, "cached": first.cached, "input_miss": first.input_miss, "input_hit": first.input_hit,
+            "output": first.output, "usd": first.usd + judged[1],
+            "calls_max": first.calls + sum(e.calls for e in later), "usd_max": first.usd + sum(e.usd for e in later) + judged[1],
+            "judge_calls": judged[0], "judge_usd": judged[1],
+            "truncated": sum(p.record.status == "truncated" for p in items),
+            "dropped": sum(p.record.dropped_tokens for p in items)}
+
+
+def _judge_usd(prepared, model: ChatModel, judge) -> tuple[int, float]:
+    """Judge calls (a verdict per question with a reference, a faithfulness check per question with a
+    context) and their cost at the judge's prices, from the prompts' known parts and the answering
+    model's expected answer length; the context counts at most what the judge's window takes."""
+    if judge is None:
+        return 0, 0.0
+    from pipelines import judge as judging
+
+    m = judge.model
+    answer = model.expected_output_tokens
+    room = int(m.prompt_window / m.tokens_per_cl100k)
+    reply = min(m.expected_output_tokens, m.max_output_tokens)
+    rubric = tokens.count(judging.RUBRIC.format(question="", reference="", answer=""))
+    faithful = tokens.count(judging.FAITHFUL.format(context="", sentences=""))
+    calls, n_input = 0, 0
+    for p in prepared:
+        q = p.question
+        if q.answers or q.unanswerable:
+            calls += 1
+            n_input += rubric + tokens.count(q.text) + tokens.count(q.answers[0] if q.answers else "") + answer
+        if judge.faithfulness and p.context:
+            calls += 1
+            n_input += faithful + min(room, p.record.context_tokens) + answer
+    usd = (n_input * m.tokens_per_cl100k * m.prices.input_cache_miss + calls * reply * m.prices.output) / 1e6
+    return calls, usd

@@ -12,7 +12,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict
+from types import SimpleNamespace
 from pathlib import Path
 
 import hydra
@@ -27,7 +27,7 @@ from pipelines import embeddings, interrupt, ledger, limits, metrics, prompts, r
 from pipelines.budget import Budget
 from pipelines.ledger import Ledger, open_ledger
 from pipelines.errors import UserError
-from pipelines.estimate import estimate
+from pipelines.estimate import run_estimate
 from pipelines.judge import Judge
 from pipelines.models.cache import ResponseCache
 from pipelines.index import VectorIndex
@@ -93,16 +93,18 @@ def run(cfg: DictConfig) -> dict:
         corpus.index.embedder.prime([q.text for q in questions])  # one batch, not one encode per question
     cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
     prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache, cfg.budget.context_tokens)
-    guess = estimate([p.prompt for p in prepared], [bool(cache and cache.get(p.cache_key)) for p in prepared], model)
-    row = {"strategy": strategy.name, "model": model.name, "questions": len(questions), **asdict(guess),
+    guess = SimpleNamespace(**run_estimate(prepared, lambda p: bool(cache and cache.get(p.cache_key)), model, judge))
+    row = {"strategy": strategy.name, "model": model.name, "questions": len(questions), **vars(guess),
            "overrides": list(HydraConfig.get().overrides.task)}
-    log.info("%s · %s: %d questions, %d calls (%d cached), about %s input + %s output tokens, estimated $%.4f",
-             strategy.name, model.name, len(questions), guess.calls, guess.cached,
-             f"{guess.input_miss + guess.input_hit:,}", f"{guess.output:,}", guess.usd)
+    log.info("%s · %s: %d questions, %d-%d calls (%d cached), about %s input + %s output tokens, estimated "
+             "$%.4f-%.4f (judge $%.4f), %d prompts cut by the window guard",
+             strategy.name, model.name, len(questions), guess.calls, guess.calls_max, guess.cached,
+             f"{guess.input_miss + guess.input_hit:,}", f"{guess.output:,}", guess.usd, guess.usd_max, guess.judge_usd,
+             guess.truncated)
     if cfg.run.dry_run:
         return {"kind": "estimate", **row}
     confirm_spend(cfg, guess)
-    if guess.calls:
+    if guess.calls_max:
         model.client()  # starts the local server now, if the model has one (lazily otherwise)
 
     interrupt.reset()
@@ -296,9 +298,10 @@ def _number(cfg: DictConfig, key: str, low=None, high=None, optional=False, whol
 
 def confirm_spend(cfg: DictConfig, guess) -> None:
     """Ask before paid calls only when a person is there to answer; scripts and CI are never asked."""
-    if guess.usd <= 0 or not cfg.run.confirm or not sys.stdin.isatty():
+    if guess.usd_max <= 0 or not cfg.run.confirm or not sys.stdin.isatty():
         return
-    reply = input(f"About ${guess.usd:.4f} for {guess.calls} calls. Send them? [y/N] ")
+    spread = f"${guess.usd:.4f}" if guess.usd_max == guess.usd else f"${guess.usd:.4f} to ${guess.usd_max:.4f}"
+    reply = input(f"About {spread} for {guess.calls}-{guess.calls_max} calls (judge included). Send them? [y/N] ")
     if reply.strip().lower() not in ("y", "yes"):
         raise UserError("stopped before any call (answered no); run.dry_run=true shows the estimate alone")
 

@@ -49,8 +49,9 @@ def _parents(sweep_dir: str, experiment_ids: list[str] | None = None):
                               output_format="list", **kwargs)
 
 
-ESTIMATE = [("strategy", "{}"), ("model", "{}"), ("questions", "{}"), ("calls", "{}"), ("cached", "{}"),
-            ("input_miss", "{:,}"), ("input_hit", "{:,}"), ("output", "{:,}"), ("usd", "${:.4f}")]
+ESTIMATE = [("strategy", "{}"), ("model", "{}"), ("questions", "{}"), ("calls", "{}"), ("calls_max", "{}"),
+            ("cached", "{}"), ("input_miss", "{:,}"), ("input_hit", "{:,}"), ("output", "{:,}"), ("truncated", "{}"),
+            ("dropped", "{:,}"), ("judge_usd", "${:.4f}"), ("usd", "${:.4f}"), ("usd_max", "${:.4f}")]
 RESULT = [("strategy", "{}"), ("model", "{}"), ("questions", "{:.0f}"), ("n_error", "{:.0f}"), ("n_truncated", "{:.0f}"),
           ("f1", "{:.3f}"), ("semantic_similarity", "{:.3f}"), ("latency_p50_s", "{:.2f}"),
           ("cost_usd_per_question", "${:.6f}"), ("spent_usd_total", "${:.4f}")]
@@ -109,7 +110,7 @@ class SweepSummary(Callback):
         for kind, columns in (("estimate", ESTIMATE), ("result", RESULT)):
             chosen = [r for r in rows if r.get("kind") == kind]
             if chosen:
-                tables.append(render(chosen, columns, total="usd" if kind == "estimate" else "spent_usd_total"))
+                tables.append(render(chosen, columns, total="usd_max" if kind == "estimate" else "spent_usd_total"))
         if tables:
             print("\n\n".join(tables))
 

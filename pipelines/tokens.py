@@ -13,8 +13,15 @@ def encoding() -> tiktoken.Encoding:
 
 
 def encode(text: str) -> list[int]:
-    # Documents may contain strings such as "<|endoftext|>"; they are text here, not control tokens.
-    return encoding().encode(text, disallowed_special=())
+    return list(_encode(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _encode(text: str) -> tuple[int, ...]:
+    # Memoised: questions asked over the same document render the same long context (a SQuAD article is
+    # encoded once, not once per question). Documents may contain strings such as "<|endoftext|>";
+    # they are text here, not control tokens.
+    return tuple(encoding().encode(text, disallowed_special=()))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -56,7 +56,29 @@ def test_dry_run_prints_the_sweep_table_and_sends_nothing(corpus, tmp_path):
     rows = {line.split()[0]: line.split() for line in lines[header + 2: header + 6]}
     assert set(rows) == {"rag", "hybrid", "full_context", "total"}
     # full_context repeats the same documents for every question: later questions hit the cache.
-    assert int(rows["full_context"][6].replace(",", "")) > 0
+    assert int(rows["full_context"][7].replace(",", "")) > 0  # input_hit
     assert rows["total"][-1].startswith("$")
     assert not (tmp_path / "mlruns").exists()
     assert not (tmp_path / "mlflow.db").exists()  # MLflow's default store: nothing may open it
+
+
+def test_dry_run_shows_the_range_of_later_plan_steps_the_judge_and_truncation(corpus, tmp_path):
+    from conftest import fake_model_overrides
+
+    with FakeOpenAI() as server:
+        result = run_pipeline([*dataset_overrides(corpus), "run.dry_run=true", "run.limit=null", "strategy=self_route",
+                               *fake_model_overrides(server, input_cache_miss=1.0, input_cache_hit=0.1, output=2.0),
+                               "model.context_window=600", "judge=deepseek-chat", "index.chunk_size=64", "retrieval.top_k=1",
+                               "index.chunk_overlap=8"], cwd=tmp_path)
+        assert server.requests == []
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    header_at = next(i for i, line in enumerate(lines) if line.startswith("strategy"))
+    header, row = lines[header_at].split(), lines[header_at + 2].split()
+    values = dict(zip(header, row))
+    # 3 RAG calls always; the 3 full-context fallbacks only if every question is routed on.
+    assert values["calls"] == "3" and values["calls_max"] == "6"
+    usd, usd_max, judge = (float(values[k].lstrip("$")) for k in ("usd", "usd_max", "judge_usd"))
+    assert usd_max > usd > 0 and judge > 0
+    # The full-context fallback (3 documents of ~300 tokens) does not fit a 600-token window.
+    assert int(values["truncated"]) == 3 and int(values["dropped"].replace(",", "")) > 0
