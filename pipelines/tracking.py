@@ -42,7 +42,14 @@ def use_experiment(store: str, name: str) -> str:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             artifacts = Path(store).resolve() / "artifacts" if "://" not in store else None
-            experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri() if artifacts else None)
+            try:
+                experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri() if artifacts else None)
+            except mlflow.exceptions.MlflowException:
+                # A server has no file lock: another process created it between our lookup and create.
+                experiment = mlflow.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
         else:
             experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)

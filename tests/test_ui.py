@@ -74,9 +74,9 @@ def test_mlflow_ui_shows_the_sweep_and_lines_runs_up_with_their_metrics(mlflow_s
                        SHOTS / "mlflow_compare.png")
     for name in ("rag·fake", "hybrid·fake", "full_context·fake"):
         assert name in compare
-    # The metrics table is virtualised: the first rows (alphabetical) are in the DOM.
-    for metric in ("cost_usd_total", "completion_tokens_total", "cache_hit_tokens_total"):
-        assert metric in compare
+    # The metrics table is virtualised: only its first rows are in the DOM, whichever they are.
+    shown = [m for m in runs[0].data.metrics if "_" in m and m in compare]
+    assert len(shown) >= 3, shown
 
 
 def test_report_page_renders_with_every_image_and_the_summary(fake_sweep, tmp_path):
