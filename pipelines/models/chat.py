@@ -156,7 +156,7 @@ class ChatModel:
         if response.usage is None:
             raise Unbilled(NO_USAGE)
         choice = response.choices[0]
-        served = (response.model or "", getattr(response, "system_fingerprint", None) or "")
+        served = (getattr(response, "model", None) or "", getattr(response, "system_fingerprint", None) or "")
         done = self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
                                 latency, None, choice.finish_reason or "", attempts)
         return replace(done, response_model=served[0], system_fingerprint=served[1])
@@ -167,7 +167,7 @@ class ChatModel:
         answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
         served = ["", ""]
         for chunk in stream:
-            served = [chunk.model or served[0], getattr(chunk, "system_fingerprint", None) or served[1]]
+            served = [getattr(chunk, "model", None) or served[0], getattr(chunk, "system_fingerprint", None) or served[1]]
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
