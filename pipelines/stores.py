@@ -57,7 +57,7 @@ def open_collection(path: Path, name: str, attempts: int = 5):
             return chroma.get_or_create_collection(
                 name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
                 metadata={"complete": False})
-        except Exception:
+        except Exception:  # the losing create surfaces as whatever the HTTP client raises; re-raised below
             if _settings["store"] == "persistent" or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))

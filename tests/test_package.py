@@ -2,6 +2,7 @@
 data sets ship inside the package), the `ragbench` console command, and the Python API."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,8 +21,12 @@ def installed(tmp_path_factory) -> Path:
     """A new virtualenv holding only this package (built from the checkout, not editable); the
     dependencies come from the test's own environment through a .pth file, so nothing is downloaded."""
     wheels, venv = tmp_path_factory.mktemp("wheels"), tmp_path_factory.mktemp("venv")
+    # Built from a copy: setuptools leaves build/ in the source tree, and the checkout must stay clean.
+    source = tmp_path_factory.mktemp("source") / "project"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "mlruns", "multirun",
+                                                                 "outputs", "build", "test-output", "reports", "*.egg-info"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True)
+                            "-w", str(wheels), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))

@@ -1,1 +1,0 @@
-"""Models: one OpenAI-compatible client class (`chat.ChatModel`); providers differ only in YAML."""
