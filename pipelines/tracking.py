@@ -171,7 +171,14 @@ def log_questions(questions, name: str, source: str) -> None:
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path either way
         warnings.simplefilter("ignore")
         dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets="reference")
-    mlflow.log_input(dataset, context="questions")
+    try:
+        mlflow.log_input(dataset, context="questions")
+    except mlflow.exceptions.RestException as error:
+        # The server looks the dataset up, then inserts it: two sweeps logging the same questions at once
+        # both miss, and the second insert breaks the unique key. Asked again, it finds the first one's.
+        if "UniqueViolation" not in str(error) and "UNIQUE constraint" not in str(error):
+            raise
+        mlflow.log_input(dataset, context="questions")
 
 
 def log_rows_so_far(records: list[QuestionRecord]) -> None:

@@ -260,3 +260,24 @@ def test_the_cap_holds_over_a_ray_sweep_with_the_postgres_ledger(tmp_path, ray_a
     assert len(runs) == 3
     assert sum(r.data.metrics["spent_usd_total"] for r in runs) == pytest.approx(billed, rel=1e-9)
     assert sum(r.data.metrics["n_skipped"] for r in runs) > 0
+
+
+def test_a_dataset_another_sweep_logged_first_is_not_a_crash(monkeypatch, tmp_path):
+    """Two sweeps on one server log the same question set at the same moment; the server's unique key on
+    (experiment, name, digest) rejects the second insert. Seen in CI: the second run died at start."""
+    from mlflow.exceptions import RestException
+
+    from pipelines.datasets import Question
+
+    calls = []
+
+    def log_input(dataset, context=None):
+        calls.append(dataset.digest)
+        if len(calls) == 1:
+            raise RestException({"error_code": "BAD_REQUEST", "message": "(psycopg2.errors.UniqueViolation) duplicate "
+                                 "key value violates unique constraint \"dataset_pk\""})
+
+    monkeypatch.setattr(mlflow, "log_input", log_input)
+    questions = [Question(qid="q1", text="Who?", answers=["Ada"])]
+    tracking.log_questions(questions, "tiny", str(tmp_path / "questions.csv"))
+    assert len(calls) == 2 and calls[0] == calls[1]
