@@ -109,7 +109,8 @@ def run(cfg: DictConfig) -> dict:
 
     interrupt.reset()
     interrupt.install()
-    limits.configure(Path(cfg.run.cache_dir) / "slots")  # max_concurrency holds across a sweep's processes
+    # max_concurrency holds across a sweep's processes, and across machines when the ledger is shared
+    limits.configure(Path(cfg.run.cache_dir) / "slots", cfg.budget.get("ledger_uri"))
     budget = Budget(cfg.budget.max_usd, open_ledger(cfg.budget.get("ledger_uri"), Path(cfg.run.cache_dir) / "ledger.sqlite",
                                                     _scope()))
     resend = _resent_after_crash(budget.ledger, prepared, cache)

@@ -281,3 +281,31 @@ def test_a_dataset_another_sweep_logged_first_is_not_a_crash(monkeypatch, tmp_pa
     questions = [Question(qid="q1", text="Who?", answers=["Ada"])]
     tracking.log_questions(questions, "tiny", str(tmp_path / "questions.csv"))
     assert len(calls) == 2 and calls[0] == calls[1]
+
+
+SLOT_WORKER = """
+import json, sys, time
+from pipelines import limits
+limits.configure(None, sys.argv[1])  # no shared folder: only the database ties the two processes
+spans = []
+for _ in range(4):
+    with limits.slot("deepseek|https://api.example", 1):
+        start = time.time()
+        time.sleep(0.15)
+        spans.append((start, time.time()))
+print(json.dumps(spans))
+"""
+
+
+def test_max_concurrency_holds_across_machines_through_the_ledger_database(postgres_uri, tmp_path):
+    """Workers on different machines share no folder; with `budget.ledger_uri` they share PostgreSQL,
+    and one slot means no two calls to the endpoint overlap in time, whichever machine sends them."""
+    import json
+
+    script = tmp_path / "worker.py"
+    script.write_text(SLOT_WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), postgres_uri], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    spans = sorted(span for p in procs for span in json.loads(p.communicate(timeout=60)[0]))
+    assert len(spans) == 8
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
