@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the scripted server is a test fake
+
+from fakes import FakeOpenAI, prepared_questions  # noqa: E402
 from pipelines.budget import Budget
-from pipelines.fake_server import FakeOpenAI, prepared_questions
 from pipelines.models.cache import ResponseCache
 from pipelines.models.chat import ChatModel
 from pipelines.runner import answer_all

@@ -97,7 +97,7 @@ def table(run) -> list[dict]:
 def fake_sweep(tmp_path_factory):
     """The default three-strategy sweep over the tiny corpus against a scripted server, run once per
     session: (workdir with mlruns/, the process result, the request bodies the server got)."""
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     workdir = tmp_path_factory.mktemp("work")
     corpus = workdir / "corpus"

@@ -96,7 +96,7 @@ def test_unknown_pdf_parser_is_named(tmp_path):
 
 
 def test_run_skips_an_unreadable_pdf_and_records_it(tmp_path):
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     docs = tmp_path / "acme" / "docs"
     docs.mkdir(parents=True)
@@ -162,7 +162,7 @@ def test_columns_are_mapped_by_config_and_misspelt_fields_named(tmp_path):
 
 
 def test_docugami_csv_runs_every_strategy_with_gold_recall(tmp_path):
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     base = docugami_folder(tmp_path)
     with FakeOpenAI(scripted) as server:
@@ -183,7 +183,7 @@ def test_docugami_csv_runs_every_strategy_with_gold_recall(tmp_path):
 # --- per-question scope ------------------------------------------------------------------------------
 
 def test_scope_limits_every_strategy_and_is_recorded(tmp_path):
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     docs = tmp_path / "zoo" / "docs"
     docs.mkdir(parents=True)
@@ -285,7 +285,7 @@ def test_inline_leval_and_longbench_records_load_with_documents_once(tmp_path):
 
 
 def test_inline_file_runs_each_question_over_its_own_document(tmp_path):
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     path = leval_file(tmp_path / "leval_qa.jsonl")
     with FakeOpenAI(scripted) as server:
@@ -300,7 +300,7 @@ def test_inline_file_runs_each_question_over_its_own_document(tmp_path):
 # --- documents larger than a strategy's budget --------------------------------------------------------
 
 def test_hybrid_says_what_it_cut_from_a_document_over_its_budget(tmp_path):
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     docs = tmp_path / "big" / "docs"
     docs.mkdir(parents=True)
@@ -329,7 +329,7 @@ def readme_commands() -> list[str]:
 
 
 def test_readme_bring_your_own_data_commands_run(tmp_path):
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     commands = readme_commands()
     assert len(commands) == 4

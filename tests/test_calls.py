@@ -1,12 +1,12 @@
 """Calls under faults, concurrency, the budget cap and the response cache, against the scripted
-local server (pipelines/fake_server.py)."""
+local server (tests/fakes.py)."""
 
 import time
 
 import pytest
 
 from pipelines.budget import Budget
-from pipelines.fake_server import FakeOpenAI, prepared_questions
+from fakes import FakeOpenAI, prepared_questions
 from pipelines.models import cache as response_cache
 from pipelines.models.chat import CallFailed, ChatModel
 from pipelines.runner import answer_all

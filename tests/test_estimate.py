@@ -5,7 +5,7 @@ import pytest
 from conftest import dataset_overrides, run_pipeline
 from pipelines import tokens
 from pipelines.estimate import estimate, worst_case_usd
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 from pipelines.models.chat import ChatModel
 from pipelines.prompts import Prompt
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import QUESTIONS, dataset_overrides, fake_model_overrides, run_pipeline, table, write_questions
 from pipelines import metrics, tracking
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 from pipelines.judge import parse_support, parse_verdict
 
 

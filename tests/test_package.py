@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, dataset_overrides, fake_model_overrides, scripted
 from pipelines import tracking
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,13 @@ def test_pip_install_then_the_console_command_runs_the_default_experiment_elsewh
     source = subprocess.run([str(installed / "bin" / "python"), "-c", "import pipelines; print(pipelines.__file__)"],
                             cwd=tmp_path, env=env, capture_output=True, text=True).stdout
     assert str(installed) in source  # the installed copy ran, not the checkout
+
+
+def test_the_installed_package_holds_no_test_fakes(installed):
+    site = next((installed / "lib").glob("python3*/site-packages"))
+    shipped = [p.name for p in (site / "pipelines").rglob("*.py")]
+    assert "run.py" in shipped
+    assert not [name for name in shipped if "fake" in name], shipped
 
 
 def test_the_python_api_returns_the_records_and_the_run_id(corpus, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from conftest import dataset_overrides, fake_model_overrides, scripted, table
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 from pipelines import tracking
 
 def runs_of(workdir, experiment="tiny"):

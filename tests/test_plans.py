@@ -11,7 +11,7 @@ from conftest import dataset_overrides, fake_model_overrides, run_pipeline, tabl
 from pipelines import tracking
 from pipelines.budget import Budget
 from pipelines.datasets import Question
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 from pipelines.models.chat import ChatModel
 from pipelines.runner import answer_all, prepare_all
 from pipelines.strategies import Context, Block, Corpus, Step, Strategy

@@ -1,40 +1,29 @@
 """Provider response shapes replayed through a local HTTP server and parsed by the one client path,
 with the cost checked to the cent-fraction against hand arithmetic on the config's prices."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from fakes import FakeOpenAI
+
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
 
 
-class Replay:
-    """Answers every POST with one recorded body; keeps the request bodies it got."""
+@pytest.fixture
+def replay():
+    """Starts the test fake replaying one recorded body (tests/fixtures/responses/NAME.json)."""
+    servers = []
 
-    def __init__(self, body: bytes):
-        self.requests = []
-        replay = self
+    def start(name: str) -> FakeOpenAI:
+        servers.append(FakeOpenAI(recorded=(FIXTURES / f"{name}.json").read_bytes()).__enter__())
+        return servers[-1]
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                replay.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+    yield start
+    for server in servers:
+        server.__exit__()
 
 
 def model_from_config(name: str, base_url: str, monkeypatch):
@@ -60,9 +49,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, miss, hit, output, reasoning, usd", CASES)
-def test_exact_cost_from_each_providers_usage(name, miss, hit, output, reasoning, usd, monkeypatch):
-    replay = Replay((FIXTURES / f"{name}.json").read_bytes())
-    model = model_from_config(name, replay.base_url, monkeypatch)
+def test_exact_cost_from_each_providers_usage(name, miss, hit, output, reasoning, usd, monkeypatch, replay):
+    server = replay(f"{name}")
+    model = model_from_config(name, server.base_url, monkeypatch)
     done = model.complete([{"role": "user", "content": "Documents: ...\n\nQuestion: how?"}])
     u = done.usage
     assert (u.cache_miss_tokens, u.cache_hit_tokens, u.output_tokens, u.reasoning_tokens) == (miss, hit, output, reasoning)
@@ -70,18 +59,18 @@ def test_exact_cost_from_each_providers_usage(name, miss, hit, output, reasoning
     assert done.attempts == 1 and done.attempt_log == "200"
 
 
-def test_cache_hits_are_priced_at_the_hit_price(monkeypatch):
-    replay = Replay((FIXTURES / "deepseek-chat.json").read_bytes())
-    model = model_from_config("deepseek-chat", replay.base_url, monkeypatch)
+def test_cache_hits_are_priced_at_the_hit_price(monkeypatch, replay):
+    server = replay("deepseek-chat")
+    model = model_from_config("deepseek-chat", server.base_url, monkeypatch)
     done = model.complete([{"role": "user", "content": "q"}])
     all_miss = (done.usage.input_tokens * 0.28 + 187 * 0.42) / 1e6
     assert done.cost_usd == pytest.approx(0.00174342, abs=1e-12)
     assert all_miss / done.cost_usd > 9  # the cached prefix is what makes long context cheap on V3.2
 
 
-def test_reasoner_content_is_kept_apart_from_the_answer(monkeypatch):
-    replay = Replay((FIXTURES / "deepseek-reasoner.json").read_bytes())
-    model = model_from_config("deepseek-reasoner", replay.base_url, monkeypatch)
+def test_reasoner_content_is_kept_apart_from_the_answer(monkeypatch, replay):
+    server = replay("deepseek-reasoner")
+    model = model_from_config("deepseek-reasoner", server.base_url, monkeypatch)
     done = model.complete([{"role": "user", "content": "q"}])
     assert done.answer == "Services revenue grew each quarter."
     assert done.reasoning.startswith("The filings list Services net sales")
@@ -94,11 +83,11 @@ def test_reasoner_content_is_kept_apart_from_the_answer(monkeypatch):
     ("gpt-5", {"max_completion_tokens": 8192}, ["max_tokens", "temperature"]),
     ("claude-sonnet-4-5", {"max_tokens": 1024, "temperature": 0.0}, []),
 ])
-def test_each_provider_gets_only_the_parameters_it_accepts(name, present, absent, monkeypatch):
-    replay = Replay((FIXTURES / f"{name}.json").read_bytes())
-    model = model_from_config(name, replay.base_url, monkeypatch)
+def test_each_provider_gets_only_the_parameters_it_accepts(name, present, absent, monkeypatch, replay):
+    server = replay(f"{name}")
+    model = model_from_config(name, server.base_url, monkeypatch)
     model.complete([{"role": "user", "content": "q"}])
-    sent = replay.requests[0]
+    sent = server.requests[0]
     assert sent["model"] == model.model_id
     assert {k: sent.get(k) for k in present} == present
     assert not [k for k in absent if k in sent]

@@ -110,7 +110,7 @@ def test_a_report_covers_the_latest_sweep_and_never_pairs_a_rerun_with_itself(fa
     import sys
 
     from conftest import dataset_overrides, fake_model_overrides, scripted
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     workdir, _, _ = fake_sweep
     copy = tmp_path / "work"

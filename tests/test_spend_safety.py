@@ -15,7 +15,7 @@ import pytest
 from conftest import DOCS, dataset_overrides, fake_model_overrides, run_pipeline, write_questions
 from pipelines import tokens, tracking
 from pipelines.budget import Budget
-from pipelines.fake_server import FakeOpenAI, prepared_questions
+from fakes import FakeOpenAI, prepared_questions
 from pipelines.models.chat import ChatModel
 from pipelines.runner import answer_all
 

@@ -102,7 +102,7 @@ def test_exported_predictions_score_under_the_official_rules_as_the_run_scored_t
 
     from conftest import fake_model_overrides, run_pipeline, table
     from pipelines import export, tracking
-    from pipelines.fake_server import FakeOpenAI
+    from fakes import FakeOpenAI
 
     data = json.loads(DEV.read_text(encoding="utf-8"))["data"]
     qas = {qa["id"]: qa for p in data[0]["paragraphs"] for qa in p["qas"]}

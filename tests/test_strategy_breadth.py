@@ -8,7 +8,7 @@ from conftest import dataset_overrides, fake_model_overrides, run_pipeline, tabl
 from pipelines import embeddings, prompts, retrieval, tokens, tracking
 from pipelines.datasets import Question
 from pipelines.documents import load_documents
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 from pipelines.index import Chunk, Hit, VectorIndex
 from pipelines.strategies import Corpus
 from pipelines.strategies.full_context import FullContext

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DOCS, QUESTIONS, dataset_overrides, fake_model_overrides, run_pipeline, scripted, write_questions
 from pipelines import tracking
-from pipelines.fake_server import FakeOpenAI
+from fakes import FakeOpenAI
 from services import chroma_port, mlflow_on_postgres, postgres_uri, ray_address  # noqa: F401  (session fixtures)
 
 PRICES = {"input_cache_miss": 0.28, "input_cache_hit": 0.028, "output": 0.42}

@@ -1,11 +1,13 @@
-"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and benchmarks (never for results).
+"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and benchmarks (never for results;
+it lives under tests/ so it does not ship with the package).
 
 It answers with `answer_for(question)`, streams when asked (usage in the last chunk, as
 `stream_options.include_usage` requests), can wait `latency_s` per call, and keeps every request body.
 Usage is reported the way DeepSeek does, with cache hit/miss fields; `usage_for` can replace it.
 With `prices` (USD per 1M: input_cache_miss, input_cache_hit, output) the server keeps its own bill,
 `billed_usd`, from the usage it returned: the reference the framework's costs are checked against.
-`fail_status` answers every request with that HTTP status (e.g. 401, a wrong key).
+`fail_status` answers every request with that HTTP status (e.g. 401, a wrong key). `recorded` (bytes)
+replays one recorded response body, as is, to every request (tests/fixtures/responses).
 
 Faults are scripted by words in the question, one per attempt, so retries can be watched:
     RATE -> 429 with Retry-After: 0 on the first attempt     FAIL -> 500 on every attempt
@@ -36,7 +38,8 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     def __init__(self, answer_for=lambda question: "I do not know", cache_hit_tokens: int = 0,
                  latency_s: float = 0.0, stall_s: float = 3.0, usage_for=None, reasoning_for=None,
-                 prices: dict | None = None, fail_status: int | None = None, prompt_answer_for=None):
+                 prices: dict | None = None, fail_status: int | None = None, prompt_answer_for=None,
+                 recorded: bytes | None = None):
         self.answer_for = answer_for
         self.prompt_answer_for = prompt_answer_for
         self.served_model = None  # the model the responses say answered (default: the one asked for)  # answers from the whole prompt, when the question is not enough
@@ -47,6 +50,7 @@ class FakeOpenAI:
         self.reasoning_for = reasoning_for
         self.prices = prices
         self.fail_status = fail_status
+        self.recorded = recorded
         self.billed_usd = 0.0
         self.requests: list[dict] = []
         self.headers: list[dict] = []  # per request, lower-cased names
@@ -119,6 +123,8 @@ class FakeOpenAI:
                         fake.in_flight -= 1
 
             def _respond(self, body, prompt, question, attempt):
+                if fake.recorded is not None:
+                    return self._raw(200, fake.recorded, "application/json")
                 if fake.fail_status:
                     return self._json(fake.fail_status, {"error": {"message": "scripted status", "type": "error"}})
                 if "FAIL" in question or ("FLAKY" in question and attempt == 1):
