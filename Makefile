@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make run    set up .venv (CPU torch first), then run the default experiment
+#   make run    set up .venv (CPU torch first), then compare the three strategies on the default experiment
 #   make test   run the test suite
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
@@ -8,7 +8,7 @@ export ANONYMIZED_TELEMETRY := False
 .PHONY: run test setup browser services report
 
 run: setup
-	$(PY) -m pipelines.run
+	$(PY) -m pipelines.run experiment=compare
 
 test: setup browser services
 	$(PY) -m pytest

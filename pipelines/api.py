@@ -33,7 +33,7 @@ def run(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config"
     with initialize_config_module("pipelines.conf", version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
-        cfg.hydra.mode = RunMode.RUN  # one configuration: the default sweep is the command line's
+        cfg.hydra.mode = RunMode.RUN  # one configuration, even under a sweeping preset: sweeps are the command line's
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # as @hydra.main hands it to the task

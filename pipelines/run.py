@@ -1,6 +1,7 @@
 """Hydra entry point: answer a dataset's questions under one strategy and one model, log it to MLflow.
 
-    python -m pipelines.run                                   # the default sweep: rag, hybrid, full_context
+    python -m pipelines.run                                   # one run: rag on the default data set
+    python -m pipelines.run experiment=compare                # rag, hybrid and full_context (`make run`)
     python -m pipelines.run -m strategy=rag,hybrid retrieval.top_k=3,8
     python -m pipelines.run strategy=full_context run.limit=null
 """
@@ -195,7 +196,11 @@ def _dataset_source(cfg: DictConfig) -> str:
 def _scope() -> str:
     """Everything one command starts shares one budget: its sweep folder (or run folder)."""
     hydra_cfg = HydraConfig.get()
-    return str(Path(hydra_cfg.sweep.dir if hydra_cfg.mode.name == "MULTIRUN" else hydra_cfg.run.dir).resolve())
+    return str(Path(hydra_cfg.sweep.dir if _multirun(hydra_cfg) else hydra_cfg.run.dir).resolve())
+
+
+def _multirun(hydra_cfg) -> bool:
+    return hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"  # None: composed, not launched
 
 
 def _hydra_folders() -> list[Path]:
@@ -205,7 +210,7 @@ def _hydra_folders() -> list[Path]:
         return []
     output = OmegaConf.select(hydra_cfg, "runtime.output_dir", throw_on_missing=False)
     folders = [Path(output)] if output else []
-    if hydra_cfg.mode and hydra_cfg.mode.name == "MULTIRUN":
+    if _multirun(hydra_cfg):
         folders.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
     return folders
 
@@ -226,7 +231,7 @@ def _resent_after_crash(ledger: Ledger, prepared, cache) -> int:
 def _close_parent(status: str) -> None:
     """A sweep that stops early still closes its parent run (the end-of-sweep callback never runs)."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode.name != "MULTIRUN":
+    if not _multirun(hydra_cfg):
         return
     for parent in sweep._parents(hydra_cfg.sweep.dir):
         if parent.info.status == "RUNNING":
@@ -344,7 +349,7 @@ def run_tags(cfg: DictConfig, strategy: str, model: str, dataset) -> dict[str, s
     if dataset.skipped_rows:
         tags["skipped_rows"] = f"{len(dataset.skipped_rows)}: " + " | ".join(dataset.skipped_rows)[:5000]
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode.name == "MULTIRUN":
+    if _multirun(hydra_cfg):
         tags["sweep_dir"] = hydra_cfg.sweep.dir  # groups the runs of one sweep
         experiment_id = mlflow.active_run().info.experiment_id
         tags["mlflow.parentRunId"] = sweep.parent_run(hydra_cfg.sweep.dir, experiment_id, dataset.name)

@@ -108,7 +108,8 @@ def fake_sweep(tmp_path_factory):
     with FakeOpenAI(scripted, cache_hit_tokens=50) as server:
         result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(
             server, input_cache_miss=0.28, input_cache_hit=0.028, output=0.42),
-            "run.limit=null", "retrieval.top_k=2", "index.chunk_size=64", "index.chunk_overlap=8"], cwd=workdir)
+            "experiment=compare", "run.limit=null", "retrieval.top_k=2", "index.chunk_size=64", "index.chunk_overlap=8"],
+            cwd=workdir)
         requests = list(server.requests)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir, result, requests

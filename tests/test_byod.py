@@ -166,7 +166,7 @@ def test_docugami_csv_runs_every_strategy_with_gold_recall(tmp_path):
 
     base = docugami_folder(tmp_path)
     with FakeOpenAI(scripted) as server:
-        result = run_pipeline(["dataset=folder", f"dataset.documents_dir={base / 'docs'}",
+        result = run_pipeline(["-m", "dataset=folder", f"dataset.documents_dir={base / 'docs'}",
                                f"dataset.questions_file={base / 'qna_data.csv'}", "strategy=rag,hybrid,full_context", *SMALL, *fake_model_overrides(server)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = rows_by_strategy(tmp_path, "tiny_filings")
@@ -196,7 +196,7 @@ def test_scope_limits_every_strategy_and_is_recorded(tmp_path):
         + json.dumps({"id": "open", "question": "How far away is the star Velmora?", "gold_documents": ["stars.md"]}) + "\n",
         encoding="utf-8")
     with FakeOpenAI(scripted) as server:
-        result = run_pipeline(["dataset=folder", f"dataset.documents_dir={docs}", f"dataset.questions_file={tmp_path / 'zoo' / 'q.jsonl'}",
+        result = run_pipeline(["-m", "dataset=folder", f"dataset.documents_dir={docs}", f"dataset.questions_file={tmp_path / 'zoo' / 'q.jsonl'}",
                                "strategy=rag,hybrid,full_context", *SMALL, *fake_model_overrides(server)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for strategy, table_rows in rows_by_strategy(tmp_path, "zoo").items():
@@ -289,7 +289,7 @@ def test_inline_file_runs_each_question_over_its_own_document(tmp_path):
 
     path = leval_file(tmp_path / "leval_qa.jsonl")
     with FakeOpenAI(scripted) as server:
-        result = run_pipeline(["dataset=inline", f"dataset.path={path}", "strategy=rag,full_context", *SMALL,
+        result = run_pipeline(["-m", "dataset=inline", f"dataset.path={path}", "strategy=rag,full_context", *SMALL,
                                *fake_model_overrides(server)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for strategy, table_rows in rows_by_strategy(tmp_path, "leval_qa").items():

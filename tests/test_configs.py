@@ -54,7 +54,7 @@ def test_each_preset_composes_and_builds(name):
     with initialize_config_module("conf", version_base="1.3"):
         cfg = compose("config", [f"{group}={name}"], return_hydra_config=True)
     # Every strategy the preset sweeps builds with the preset's settings.
-    swept = str(cfg.hydra.sweeper.params.get("strategy", "rag")).split(",")
+    swept = str((cfg.hydra.sweeper.params or {}).get("strategy", "rag")).split(",")
     for strategy in swept:
         with initialize_config_module("conf", version_base="1.3"):
             job = compose("config", [f"{group}={name}", f"strategy={strategy}"])
@@ -71,12 +71,17 @@ def test_lara_preset_sweeps_budgets_orders_and_four_strategies():
     assert cfg.dataset.name == "lara_paper" and cfg.run.shuffle_seed == 0
 
 
-def test_default_config_sweeps_the_three_strategies():
+def test_the_default_is_one_run_and_the_comparison_is_a_preset():
     with initialize_config_module("conf", version_base="1.3"):
-        cfg = compose("config", return_hydra_config=True)
-    assert cfg.hydra.mode.name == "MULTIRUN"
-    assert cfg.hydra.sweeper.params.strategy == "rag,hybrid,full_context"
-    assert cfg.run.limit == 3
+        plain = compose("config", return_hydra_config=True)
+        compare = compose("config", ["experiment=compare"], return_hydra_config=True)
+        everything = compose("config", ["experiment=all_questions"], return_hydra_config=True)
+    assert plain.hydra.mode is None and not plain.hydra.sweeper.params
+    assert plain.hydra.runtime.choices.strategy == "rag"
+    for preset in (compare, everything):
+        assert preset.hydra.mode.name == "MULTIRUN"
+        assert preset.hydra.sweeper.params.strategy == "rag,hybrid,full_context"
+    assert compare.run.limit == 3 and everything.run.limit is None
 
 
 def test_deepseek_prices_are_the_v3_2_ones():

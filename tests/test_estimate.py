@@ -45,7 +45,7 @@ def test_worst_case_counts_every_token_as_a_miss_and_the_whole_output_reserve():
 
 def test_dry_run_prints_the_sweep_table_and_sends_nothing(corpus, tmp_path):
     with FakeOpenAI() as server:
-        result = run_pipeline([*dataset_overrides(corpus), "run.dry_run=true", "run.limit=null",
+        result = run_pipeline([*dataset_overrides(corpus), "experiment=compare", "run.dry_run=true", "run.limit=null",
                                "model.name=fake", f"model.base_url={server.base_url}", "model.local_server=null",
                                "model.prices.input_cache_miss=0.28", "model.prices.input_cache_hit=0.028",
                                "model.prices.output=0.42", "model.prefix_cache={min_tokens:64,block:64}"], cwd=tmp_path)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_real_local_model_answers_and_the_window_guard_holds(corpus, tmp_path):
     # A long extra document, so full context exceeds a 2,048-token window and must be truncated.
     (corpus / "docs" / "filler.txt").write_text("The committee met and discussed the budget at length. " * 600)
-    result = run_pipeline([*dataset_overrides(corpus), "strategy=rag,full_context", "run.limit=1",
+    result = run_pipeline(["-m", *dataset_overrides(corpus), "strategy=rag,full_context", "run.limit=1",
                            "model.context_window=2048", "model.max_output_tokens=48",
                            "index.chunk_size=64", "index.chunk_overlap=8"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,7 +7,7 @@ import json
 import mlflow
 import pytest
 
-from conftest import dataset_overrides, fake_model_overrides, scripted, table
+from conftest import dataset_overrides, fake_model_overrides, run_pipeline, scripted, table
 from fakes import FakeOpenAI
 from pipelines import tracking
 
@@ -217,3 +217,17 @@ def test_rows_written_while_a_run_goes_are_replaced_not_appended(tmp_path, monke
     assert [r["question_id"] for r in table(run)] == ["q0", "q1", "q2"]  # once each
     so_far = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/questions_so_far.json"))
     assert len(so_far["data"]) == 3
+
+
+def test_a_plain_run_is_one_run_without_the_sweep_machinery(corpus, tmp_path):
+    """`python -m pipelines.run` with no strategy named is one configuration, one MLflow run and no
+    sweep parent; the three-strategy comparison is the `experiment=compare` preset (`make run`)."""
+    with FakeOpenAI(scripted) as server:
+        result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(server), "run.limit=1",
+                               "index.chunk_size=64", "index.chunk_overlap=8"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "multirun").exists() and (tmp_path / "outputs").is_dir()
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(tmp_path / "mlruns")))
+    runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
+    assert [(r.data.tags["kind"], r.data.tags["strategy"]) for r in runs] == [("run", "rag")]
+    assert "mlflow.parentRunId" not in runs[0].data.tags

@@ -118,7 +118,7 @@ def test_a_report_covers_the_latest_sweep_and_never_pairs_a_rerun_with_itself(fa
     corpus = copy / "corpus"
     with FakeOpenAI(scripted) as server:  # a rerun of one configuration, then a sweep of two prefilters
         for extra in (["strategy=rag"], ["strategy=hybrid", "strategy.prefilter=dense,bm25"]):
-            done = subprocess.run([sys.executable, "-m", "pipelines.run", *dataset_overrides(corpus),
+            done = subprocess.run([sys.executable, "-m", "pipelines.run", "-m", *dataset_overrides(corpus),
                                    *fake_model_overrides(server), "index.chunk_size=64", "index.chunk_overlap=8",
                                    "retrieval.top_k=2", *extra], cwd=copy, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr[-2000:]

@@ -42,7 +42,7 @@ def test_one_cap_holds_over_a_three_job_sweep_with_16_in_flight(tmp_path):
     cap = 0.0006
     with FakeOpenAI(lambda q: "212 kilometres", latency_s=0.05, prices=PRICES) as server:
         result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(server, **PRICES),
-                               "run.limit=null", "model.max_concurrency=16", "model.max_output_tokens=16",
+                               "experiment=compare", "run.limit=null", "model.max_concurrency=16", "model.max_output_tokens=16",
                                f"budget.max_usd={cap}", "index.chunk_size=64", "index.chunk_overlap=8"], cwd=tmp_path)
         billed = server.billed_usd
     assert result.returncode == 0, result.stderr[-3000:]
@@ -91,7 +91,7 @@ def _start(args, cwd):
 def test_interrupt_stops_sending_writes_finished_rows_and_exits_non_zero(tmp_path, sig):
     corpus = many_questions(tmp_path, 30)
     with FakeOpenAI(lambda q: "212 kilometres", latency_s=0.4, prices=PRICES) as server:
-        args = [*dataset_overrides(corpus), *fake_model_overrides(server, **PRICES), "strategy=rag", "run.limit=null",
+        args = ["-m", *dataset_overrides(corpus), *fake_model_overrides(server, **PRICES), "strategy=rag", "run.limit=null",
                 "model.max_concurrency=2", "index.chunk_size=64", "index.chunk_overlap=8"]
         proc = _start(args, tmp_path)
         assert _wait_for(lambda: len(server.requests) >= 8), proc.communicate()[1][-2000:]

@@ -110,7 +110,7 @@ def test_self_route_sends_only_declined_questions_on_and_logs_the_route(corpus, 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_sweep_of_2_strategies_by_2_budgets_gives_4_runs_under_one_parent(corpus, tmp_path, launcher):
     with FakeOpenAI(lambda q: "212 kilometres") as server:
-        result = run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(server),
+        result = run_pipeline(["-m", *dataset_overrides(corpus), *fake_model_overrides(server),
                                "strategy=rag,full_context", "budget.context_tokens=150,300", "run.limit=1",
                                "index.chunk_size=64", "index.chunk_overlap=8", f"hydra/launcher={launcher}",
                                *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else [])], cwd=tmp_path)

@@ -33,7 +33,8 @@ def make_corpus(root: Path, questions=QUESTIONS) -> Path:
 
 def sweep(server, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     corpus = workdir / "corpus" if (workdir / "corpus").exists() else make_corpus(workdir)
-    return run_pipeline([*dataset_overrides(corpus), *fake_model_overrides(server, **PRICES), *SMALL_INDEX, *extra],
+    return run_pipeline(["experiment=compare", *dataset_overrides(corpus), *fake_model_overrides(server, **PRICES),
+                         *SMALL_INDEX, *extra],
                         cwd=workdir)
 
 
@@ -203,7 +204,7 @@ def test_a_sweep_on_a_local_ray_cluster_matches_the_single_machine_path(tmp_path
         local = sweep(server, tmp_path / "local")
         local_billed = server.billed_usd
         make_corpus(tmp_path / "ray")
-        on_ray = run_pipeline(["dataset.name=tiny", "dataset.documents_dir=corpus/docs",
+        on_ray = run_pipeline(["experiment=compare", "dataset.name=tiny", "dataset.documents_dir=corpus/docs",
                                "dataset.questions_file=corpus/questions.csv", *fake_model_overrides(server, **PRICES),
                                *SMALL_INDEX, *ray_overrides(ray_address)], cwd=tmp_path / "ray")
         ray_billed = server.billed_usd - local_billed
