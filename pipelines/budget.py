@@ -86,12 +86,14 @@ class BudgetStop(Exception):
 
 def worst_case_usd(messages: list[dict], model, ratio: float | None, n_cl100k: int) -> float:
     """An upper bound of what sending `messages` can cost (see the module docstring)."""
+    p = model.prices
+    if p.gpu_usd_per_hour is not None:  # GPU time: every attempt may run to its timeout
+        return p.gpu_usd_per_hour * model.timeout_s * (model.max_retries + 1) / 3600
     text = "\n".join(m["content"] for m in messages)
     overhead = PER_MESSAGE * (len(messages) + 1)
     n_input = len(text.encode("utf-8")) + overhead
     if ratio is not None:
         n_input = min(n_input, math.ceil(n_cl100k * max(ratio, model.tokens_per_cl100k) * INPUT_MARGIN) + overhead)
-    p = model.prices
     input_price = max(p.input_cache_miss, p.input_cache_hit, getattr(p, "input_cache_write", 0.0) or 0.0)
     return (n_input * input_price + model.max_output_tokens * p.output) / 1e6
 
@@ -101,14 +103,14 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
     there, else reserve the worst case, call, settle with the actual cost and store the answer.
     Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0)."""
     from pipelines.models.chat import CallFailed, Unbilled
-    from pipelines.models.usage import cost_usd
+    from pipelines.models.usage import call_cost
 
     # Hashed: an endpoint URL may carry a key, and the ledger and the cache are files.
     identity = hashlib.sha256(f"{model.endpoint}|{model.model_id}".encode()).hexdigest()[:16]
     done = cache.get(key, identity) if cache else None
     if done is not None:
         # The cache keeps the provider's usage; dollars follow the prices in force now (overrides included).
-        return replace(done, cost_usd=cost_usd(done.usage, model.prices))
+        return replace(done, cost_usd=call_cost(done.usage, model.prices, done.latency_s))
     if interrupt.requested():
         raise BudgetStop("interrupted: not sent")
     n_cl100k = tokens.count("\n".join(m["content"] for m in messages))

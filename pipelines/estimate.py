@@ -24,7 +24,10 @@ class Estimate:
 
 
 def worst_case_usd(prompt: Prompt, model: ChatModel) -> float:
-    """Every prompt token billed as a cache miss and the whole output reserve used."""
+    """Every prompt token billed as a cache miss and the whole output reserve used; for a GPU-hour
+    model, every attempt running to its timeout (its expected cost is unknown before it runs)."""
+    if model.prices.gpu_usd_per_hour is not None:
+        return model.prices.gpu_usd_per_hour * model.timeout_s * (model.max_retries + 1) / 3600
     n_input = math.ceil(tokens.count(prompt.text) * model.tokens_per_cl100k)
     return (n_input * model.prices.input_cache_miss + model.max_output_tokens * model.prices.output) / 1e6
 

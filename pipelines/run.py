@@ -272,7 +272,7 @@ def check_settings(cfg: DictConfig) -> None:
         _number(cfg, f"{group}.timeout_s", low=0, exclusive=True)
         _number(cfg, f"{group}.max_concurrency", low=1, whole=True)
         _number(cfg, f"{group}.max_output_tokens", low=1, whole=True)
-        for price in ("input_cache_miss", "input_cache_hit", "input_cache_write", "output"):
+        for price in ("input_cache_miss", "input_cache_hit", "input_cache_write", "output", "gpu_usd_per_hour"):
             if _value(cfg, f"{group}.prices.{price}") is not None:
                 _number(cfg, f"{group}.prices.{price}", low=0)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from tqdm import tqdm
 
-from pipelines import interrupt, metrics, prompts, tokens, traces
+from pipelines import gpu_time, interrupt, metrics, prompts, tokens, traces
 from pipelines.budget import Budget, BudgetStop, paid_call
 from pipelines.datasets import Question
 from pipelines.models import cache as response_cache
@@ -149,6 +149,8 @@ def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[met
         if records[i] is None:  # still in flight when the wait ran out
             records[i] = replace(item.record, status="error",
                                  error="interrupted while in flight: the provider may still bill this call")
+    if model.prices.gpu_usd_per_hour is not None:
+        records = gpu_time.share(records, model.prices.gpu_usd_per_hour)
     return [replace(r, scores=metrics.score(r, item.question, metric_list, _context_of(r, item))) for r, item in zip(records, prepared)]
 
 

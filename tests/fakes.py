@@ -57,6 +57,7 @@ class FakeOpenAI:
         self.attempts: Counter = Counter()  # per question text
         self.in_flight = 0
         self.max_in_flight = 0
+        self.busy: list[tuple[float, float]] = []  # (start, end) of each request, server side
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -115,12 +116,14 @@ class FakeOpenAI:
                     attempt = fake.attempts[question]
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                start = time.time()
                 try:
                     time.sleep(fake.latency_s)
                     self._respond(body, prompt, question, attempt)
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+                        fake.busy.append((start, time.time()))
 
             def _respond(self, body, prompt, question, attempt):
                 if fake.recorded is not None:

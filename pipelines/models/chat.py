@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from pipelines import limits
 from pipelines.errors import UserError
-from pipelines.models.usage import Prices, Usage, cost_usd
+from pipelines.models.usage import Prices, Usage, call_cost
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class ChatModel:
             raise RuntimeError(f"the response reported no usage, so its cost is unknown (host {self.base_url}); "
                                "this host must return usage (streamed: stream_options.include_usage)")
         usage = Usage.from_response(raw_usage)
-        return Completion(answer=answer.strip(), usage=usage, cost_usd=cost_usd(usage, self.prices),
+        return Completion(answer=answer.strip(), usage=usage, cost_usd=call_cost(usage, self.prices, latency),
                           latency_s=latency, ttft_s=ttft, reasoning=reasoning.strip(), finish_reason=finish,
                           attempts=len(attempts), attempt_log=" ".join(attempts))
 

@@ -15,6 +15,9 @@ class Prices:
     as_of: str = ""
     source: str = ""
     input_cache_write: float | None = None  # prompt tokens written to the cache (Anthropic: 1.25x); None: the miss price
+    # A self-hosted model paid by the hour (vLLM on your GPU): calls pay GPU time, not tokens
+    # (pipelines/gpu_time.py); the token prices are then ignored.
+    gpu_usd_per_hour: float | None = None
 
     def __post_init__(self):
         if self.input_cache_write is None:
@@ -63,6 +66,14 @@ class Usage:
             prompt += hit + write  # Anthropic's semantics behind an OpenAI-shaped gateway: prompt excludes them
         return cls(input_tokens=prompt, cache_hit_tokens=hit, output_tokens=u.get("completion_tokens") or 0,
                    reasoning_tokens=completion_details.get("reasoning_tokens") or 0, cache_write_tokens=write)
+
+
+def call_cost(usage: Usage, prices: Prices, latency_s: float | None) -> float:
+    """A call's cost: from its tokens, or for a GPU-hour model the GPU time of the call alone (its
+    latency); overlapping calls then share it (pipelines/gpu_time.py)."""
+    if prices.gpu_usd_per_hour is not None:
+        return prices.gpu_usd_per_hour * (latency_s or 0.0) / 3600
+    return cost_usd(usage, prices)
 
 
 def cost_usd(usage: Usage, prices: Prices) -> float:
