@@ -5,7 +5,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test setup browser services report
+.PHONY: run test setup browser services report app
 
 run: setup
 	$(PY) -m pipelines.run experiment=compare
@@ -15,6 +15,9 @@ test: setup browser services
 
 report: setup
 	$(PY) -m pipelines.report
+
+app: setup   # the interactive app on http://127.0.0.1:8501
+	$(PY) -m pipelines.cli app
 
 setup: .venv/.installed
 
