@@ -1,11 +1,6 @@
 """Break-even projection: estimated cost per question for each strategy as the corpus grows, from a
-run's measured token profile and each model's prices, and where full context stops fitting.
-
-Assumptions (stated in the report): `rag` sends the same context whatever the corpus size; `hybrid`
-keeps the share of the corpus it kept in the run, up to its token budget; `full_context` sends the
-whole corpus, and with a provider that caches prefixes every question after the first pays the hit
-price for it (many questions per corpus); `self_route` pays RAG for every question plus its
-measured routed share of its fallback; output tokens stay as measured."""
+run's measured token profile and each model's prices, and where full context stops fitting; the
+assumptions, stated in the report, are ASSUMPTIONS."""
 
 from __future__ import annotations
 
@@ -13,6 +8,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+ASSUMPTIONS = (
+    "rag sends the same context whatever the corpus size; hybrid keeps the share of the corpus it kept in "
+    "the run, up to its token budget; full_context sends the whole corpus, and with a provider that caches "
+    "prefixes every question after the first pays the hit price for it (many questions per corpus); "
+    "self_route pays RAG for every question plus its measured routed share of its fallback; output tokens "
+    "stay as measured.")
 SIZES = np.unique(np.logspace(4, 6, 21).round(-3).astype(int))  # 10k .. 1M cl100k tokens
 
 

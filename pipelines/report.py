@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import html
 import itertools
 import json
 import sys
@@ -250,20 +249,36 @@ def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str 
     projected = projection.table(profs, pricings)
     limits = {p.name: projection.fit_limit(next((f for f in profs if f.strategy == "full_context"), profs[0]), p)
               for p in pricings} if profs else {}
-    images = {
-        "cost": charts.bars(configs, "cost_per_question", "Cost per question", "USD", out / "cost_per_configuration.png"),
-        "time": charts.bars(configs, "latency_p50", "Response time (p50, whisker to p95)", "seconds",
-                            out / "response_time.png", err_key="latency_p95"),
-        "tokens": charts.token_usage(configs, out / "token_usage.png"),
-        "cost_time": charts.scatter(configs, "latency_p50", "cost_per_question", "p50 latency (s)", "USD per question",
-                                    "Cost vs time", out / "cost_vs_time.png"),
-        "quality_cost": charts.scatter(configs, "cost_per_question", "quality", "USD per question", metric,
-                                       f"Quality ({metric}, 95% CI) vs cost", out / "quality_vs_cost.png",
-                                       pareto=True, y_ci=("quality_low", "quality_high")),
-        "latency": charts.distributions(configs, out / "latency_distribution.png"),
-    }
+    free = all(c["cost_per_question"] == 0 for c in configs)
+    charted = [  # (key, title, caption, draw): each chart says what it shows and how to read it
+        ("cost", "Cost per question", "Mean USD per question for each configuration, from the usage the provider "
+         "billed and the configured prices. Shorter is cheaper.",
+         lambda: charts.bars(configs, "cost_per_question", "Cost per question", "USD", out / "cost_per_configuration.png")),
+        ("time", "Response time", "Median seconds per answer (bar) with the 95th percentile (whisker). Shorter is faster.",
+         lambda: charts.bars(configs, "latency_p50", "Response time (p50, whisker to p95)", "seconds",
+                             out / "response_time.png", err_key="latency_p95")),
+        ("tokens", "Token usage", "Mean tokens per question: input billed at the full price (miss), input served "
+         "from the provider's prefix cache (hit), and output.",
+         lambda: charts.token_usage(configs, out / "token_usage.png")),
+        ("cost_time", "Cost against time", "Each point is a configuration; lower left is cheap and fast.",
+         lambda: charts.scatter(configs, "latency_p50", "cost_per_question", "p50 latency (s)", "USD per question",
+                                "Cost vs time", out / "cost_vs_time.png")),
+        ("quality_cost", f"Quality against cost", f"Mean {metric} with its 95% interval against USD per question; the "
+         "line joins the Pareto frontier (no other configuration is both cheaper and better). Up and left is better.",
+         lambda: charts.scatter(configs, "cost_per_question", "quality", "USD per question", metric,
+                                f"Quality ({metric}, 95% CI) vs cost", out / "quality_vs_cost.png",
+                                pareto=True, y_ci=("quality_low", "quality_high"))),
+        ("latency", "Latency distribution", "Every answer's seconds per configuration: the spread behind the medians.",
+         lambda: charts.distributions(configs, out / "latency_distribution.png")),
+    ]
+    notes = []
+    if free:  # an all-zero cost chart carries no information
+        charted = [c for c in charted if c[0] not in ("cost", "cost_time")]
+        notes.append("Every run used a free model (cost 0): no cost charts. Run a paid model, or read the "
+                     "break-even projection below for what the same token profile costs on each priced model.")
+    images = {key: (title, caption, draw()) for key, title, caption, draw in charted}
     if projected:
-        images["break_even"] = charts.break_even(projected, limits, out / "break_even.png")
+        images["break_even"] = ("Break-even projection", "", charts.break_even(projected, limits, out / "break_even.png"))
     to_csv(summary, out / "summary.csv")
     to_csv(questions, out / "per_question.csv")
     if paired:
@@ -271,66 +286,89 @@ def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str 
     if projected:
         to_csv(projected, out / "break_even.csv")
     front = [c["label"] for c in charts.pareto_front(configs, "cost_per_question", "quality")]
+    lines = highlights(configs, metric)
+    wins_text = ", ".join(f"{k} {v}" for k, v in sorted(wins.items()))
+    fits = ", ".join(f"{name} at ~{limit / 1000:,.0f}k tokens" for name, limit in limits.items())
+    projection_text = (f"Estimated USD per question as the corpus grows, from the measured token profile and each "
+                       f"model's configured prices. Assumptions: {projection.ASSUMPTIONS} Full context stops fitting: {fits}.")
     sections = [
-        ("Highlights", "\n".join(f"- {line}" for line in highlights(configs, metric))),
-        ("Summary", f"Quality is the mean over questions with a 95% bootstrap interval. Tokens are totals.\n\n{md_table(summary)}"),
-        ("Charts", "\n\n".join(f"![{k}]({p.name})" for k, p in images.items() if k != "break_even")
+        ("Highlights", "\n".join(f"- {line}" for line in lines)),
+        ("Summary", f"Quality is the mean over questions with a 95% interval. Tokens are totals.\n\n{md_table(summary)}"),
+        ("Charts", "\n\n".join(notes + [f"![{k}]({p.name})" for k, (_, _, p) in images.items() if k != "break_even"])
          + f"\n\nPareto frontier (no configuration is both cheaper and better): {', '.join(front) or 'none'}."),
-        ("Paired differences", f"Same questions, same model; {metric}, bootstrap 95% CI, sign-flip permutation p.\n\n{md_table(paired)}"),
+        ("Paired differences", f"Same questions, same model; {metric}, 95% CI, p-value.\n\n{md_table(paired)}"),
         ("Per question", f"Correct = {metric} ≥ {threshold}. Cheapest correct configuration per question; "
-                         f"times each strategy was the cheapest correct: "
-                         f"{', '.join(f'{k} {v}' for k, v in sorted(wins.items())) or 'none'}.\n\n{md_table(questions)}"),
+                         f"times each strategy was the cheapest correct: {wins_text or 'none'}.\n\n{md_table(questions)}"),
     ]
     if projected:
-        fits = ", ".join(f"{name} at ~{limit / 1000:,.0f}k tokens" for name, limit in limits.items())
-        sections.append(("Break-even projection", f"Estimated USD per question as the corpus grows, from the measured "
-                         f"token profile and each model's configured prices. {projection.__doc__.split('Assumptions')[1].strip()}\n\n"
-                         f"Full context stops fitting: {fits}.\n\n![break_even](break_even.png)"))
+        sections.append(("Break-even projection", f"{projection_text}\n\n![break_even](break_even.png)"))
     title = f"Report: {experiment}" + (f" (sweep {sweep_dir})" if sweep_dir else "")
     meta = f"{len(configs)} configurations, generated {time.strftime('%Y-%m-%d %H:%M')} from MLflow runs {', '.join(c['run_id'][:8] for c in configs)}."
     markdown = f"# {title}\n\n{meta}\n\n" + "\n\n".join(f"## {h}\n\n{body}" for h, body in sections) + "\n"
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    (out / "report.html").write_text(render_html(title, meta, sections, out), encoding="utf-8")
+    page = render_html(
+        title=title, meta=meta, highlights=[line.replace("**", "") for line in lines], setup=setup(configs),
+        summary=summary, metric=metric, threshold=threshold, notes=notes, front=front, paired=paired,
+        min_paired=stats.MIN_PAIRED, wins=wins_text, questions=drill_down(configs, metric, threshold),
+        charts=[{"title": t, "caption": c, "data": _base64(p)} for k, (t, c, p) in images.items() if k != "break_even"],
+        break_even={"text": projection_text, "data": _base64(images["break_even"][2]),
+                    "caption": "USD per question (log scale) for each strategy and priced model as the corpus grows; "
+                               "dotted lines mark where full context no longer fits a model's window."}
+        if "break_even" in images else None)
+    (out / "report.html").write_text(page, encoding="utf-8")
     return out
 
 
-def render_html(title: str, meta: str, sections, folder: Path) -> str:
-    """The markdown sections as one self-contained page: tables as HTML, images inline (base64)."""
-    def block(text: str) -> str:
-        parts, table = [], []
-        for line in text.splitlines() + [""]:
-            if line.startswith("|"):
-                table.append(line)
-                continue
-            if table:
-                cells = [[c.strip() for c in row.strip("|").split("|")] for row in table if not row.startswith("|---")]
-                head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-                table = []
-            if line.startswith("![") and "](" in line:
-                name = line.split("](")[1].rstrip(")")
-                data = base64.b64encode((folder / name).read_bytes()).decode()
-                parts.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-            elif line.startswith("- "):
-                parts.append(f"<li>{_inline(line[2:])}</li>")
-            elif line.strip():
-                parts.append(f"<p>{_inline(line)}</p>")
-        return "\n".join(parts)
+def render_html(**page) -> str:
+    """The report page from its Jinja2 template (pipelines/templates/report.html.j2), images inline."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{block(text)}" for h, text in sections)
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;overflow-x:auto}"
-             "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:1em 0;display:block}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(meta)}</p>{body}</body></html>")
+    env = Environment(loader=PackageLoader("pipelines", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template("report.html.j2").render(**page)
 
 
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
-    parts = escaped.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+def _base64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def setup(configs) -> dict:
+    """What was run: data set, questions, models with their dated prices, each configuration's settings."""
+    first = configs[0]["params"]
+    models = {}
+    for c in configs:
+        p = c["params"]
+        models[c["model"]] = {"name": c["model"], "model_id": p.get("model.model_id", ""),
+                              **{k: p.get(f"model.prices.{k}", "") for k in ("input_cache_miss", "input_cache_hit",
+                                                                              "output", "as_of", "source")}}
+    common = ("index.chunk_size", "index.chunk_overlap", "index.embedding_model", "retrieval.top_k", "retrieval.method",
+              "retrieval.order", "budget.context_tokens", "prompt.overflow")
+    own = lambda c: ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(c["params"].items())
+                              if k.startswith("strategy.") and not k.endswith("_target_") and v not in ("None", "", None))
+    return {"dataset": first.get("dataset.name", ""), "documents": first.get("dataset.documents", ""),
+            "corpus_tokens": int(float(first.get("dataset.corpus_tokens", 0) or 0)),
+            "questions": max(c["questions"] for c in configs), "scoring_version": first.get("scoring_version", ""),
+            "shared": ", ".join(f"{k}={first[k]}" for k in common if k in first),
+            "models": list(models.values()),
+            "configurations": [{"label": c["label"], "run_id": c["run_id"], "settings": own(c) or "none"} for c in configs]}
+
+
+def drill_down(configs, metric: str, threshold: float) -> list[dict]:
+    """Per question: the reference and every configuration's answer with its score, cost and latency;
+    the cheapest correct one flagged."""
+    by = {c["label"]: {r["question_id"]: r for r in c["rows"]} for c in configs}
+    out = []
+    for qid in dict.fromkeys(r["question_id"] for c in configs for r in c["rows"]):
+        rows = [(c["label"], by[c["label"]].get(qid)) for c in configs]
+        correct = [(r["cost_usd"], label) for label, r in rows
+                   if r is not None and r.get(metric) is not None and r[metric] >= threshold]
+        cheapest = min(correct)[1] if correct else None
+        first = next(r for _, r in rows if r is not None)
+        out.append({"question_id": qid, "question": first.get("question", ""), "reference": first.get("reference", ""),
+                    "answers": [{"label": label, "answer": (r or {}).get("answer", ""), "error": (r or {}).get("error", ""),
+                                 "score": _fmt((r or {}).get(metric), 3), "cost": f"{(r or {}).get('cost_usd') or 0:.6f}",
+                                 "latency": _fmt((r or {}).get("latency_s")), "cheapest": label == cheapest}
+                                for label, r in rows]})
+    return out
 
 
 def main(argv=None) -> None:

@@ -141,3 +141,34 @@ def test_self_route_is_priced_as_rag_plus_its_routed_share_of_the_fallback():
     assert rag_usd == pytest.approx((2100 * 1.2 * 3.0 + 20 * 15.0) / 1e6)
     usd, _ = projection.cost_per_question(routed, CLAUDE, size)
     assert usd == pytest.approx(rag_usd + 0.25 * full_usd)
+
+
+def test_the_page_has_a_setup_captions_and_a_drill_down(built):
+    """The HTML a colleague opens: rendered from the Jinja2 template, not converted markdown."""
+    import html as html_lib
+
+    _, out = built
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "`" not in page  # no markdown left unconverted
+    setup = page.split('id="setup"')[1].split("</section>")[0]
+    for needed in ("tiny", "fake", "0.28", "as of", "scoring version", "retrieval.top_k"):
+        assert needed in setup, needed
+    figures = page.count("<figure")
+    assert figures >= 6 and page.count("<figcaption") == figures
+    drill = page.split('id="questions"')[1].split("</section>")[0]
+    assert html_lib.escape("How long is the Kelvane river?", quote=False) in drill
+    assert "212 kilometres" in drill  # the reference and the answers, side by side
+    assert drill.count('class="cheapest"') == 3  # one cheapest correct answer per answerable question
+
+
+def test_a_free_model_gets_a_note_not_an_all_zero_cost_chart(built, tmp_path, monkeypatch):
+    workdir, _ = built
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    configs = report.load_configs("tiny", None)
+    for c in configs:
+        c["cost_per_question"] = 0.0
+    monkeypatch.setattr(report, "load_configs", lambda *a, **k: configs)
+    out = report.build("tiny", tmp_path / "free")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert not (out / "cost_per_configuration.png").exists() and not (out / "cost_vs_time.png").exists()
+    assert "free model" in page
