@@ -7,7 +7,7 @@ the run's budget like any other.
 Every row is graded: a non-answer (failed, skipped, empty) is "incorrect" (0) without a call. A judge
 call that fails, is stopped by the budget or gives no verdict leaves the score MISSING, with the reason
 in `judge_error` and a warning naming how many rows the `judge` mean does not cover (the run logs
-`judge_n`). Missing, not 0: a judge outage says nothing about the answer, so 0 would blame the
+`n/judge`). Missing, not 0: a judge outage says nothing about the answer, so 0 would blame the
 strategy; but the gap is never silent.
 
 The judge's prompts fit the JUDGE's own window (`prompt_window`, `tokens_per_cl100k`): the context of

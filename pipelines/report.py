@@ -106,9 +106,9 @@ def summary_rows(configs, metric: str) -> list[dict]:
         for q in QUALITY:
             if q in m:  # numbers, one column per bound, and the rows the mean covers
                 row[q] = round(m[q], 4)
-                row[f"{q} low"], row[f"{q} high"] = round(m.get(q + "_ci_low", m[q]), 4), round(m.get(q + "_ci_high", m[q]), 4)
-                if q + "_n" in m:
-                    row[f"{q} n"] = int(m[q + "_n"])
+                row[f"{q} low"], row[f"{q} high"] = round(m.get(f"ci/{q}_low", m[q]), 4), round(m.get(f"ci/{q}_high", m[q]), 4)
+                if f"n/{q}" in m:
+                    row[f"{q} n"] = int(m[f"n/{q}"])
         row.update({
             "USD / question": f"{c['cost_per_question']:.6f}", "USD / 1k questions": f"{c['cost_per_question'] * 1000:.2f}",
             "input miss": int(m.get("prompt_tokens_total", 0) - m.get("cache_hit_tokens_total", 0)),
@@ -241,7 +241,7 @@ def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str 
     out.mkdir(parents=True, exist_ok=True)
     for c in configs:
         c["quality"] = c["metrics"].get(metric)
-        c["quality_low"], c["quality_high"] = c["metrics"].get(metric + "_ci_low"), c["metrics"].get(metric + "_ci_high")
+        c["quality_low"], c["quality_high"] = c["metrics"].get(f"ci/{metric}_low"), c["metrics"].get(f"ci/{metric}_high")
     summary = summary_rows(configs, metric)
     questions, wins = per_question(configs, metric, threshold)
     paired = paired_differences(configs, metric)

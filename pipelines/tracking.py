@@ -106,17 +106,19 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         out[f"n_{status}"] = sum(r.status == status for r in records)
     for metric in metrics:
         values = [r.scores[metric.name] for r in records if metric.name in r.scores]
-        out[f"{metric.name}_n"] = len(values)  # the rows the mean covers, beside it
+        # The rows the mean covers and its interval bounds in their own namespaces (n/, ci/): MLflow
+        # groups metrics by prefix, so the runs table's top level keeps the headline figures.
+        out[f"n/{metric.name}"] = len(values)
         if values:
             out[metric.name] = float(np.mean(values))
-            out[f"{metric.name}_ci_low"], out[f"{metric.name}_ci_high"] = stats.bootstrap_ci(values)
+            out[f"ci/{metric.name}_low"], out[f"ci/{metric.name}_high"] = stats.bootstrap_ci(values)
     for name, field in (("latency", "latency_s"), ("ttft", "ttft_s")):
         values = [getattr(r, field) for r in records if getattr(r, field) is not None]
         if values:
             out[f"{name}_p50_s"] = float(np.percentile(values, 50))
             out[f"{name}_p95_s"] = float(np.percentile(values, 95))
             out[f"{name}_mean_s"] = float(np.mean(values))
-            out[f"{name}_p50_s_ci_low"], out[f"{name}_p50_s_ci_high"] = stats.bootstrap_ci(values, statistic=np.median)
+            out[f"ci/{name}_p50_s_low"], out[f"ci/{name}_p50_s_high"] = stats.bootstrap_ci(values, statistic=np.median)
     speeds = [r.output_tokens_per_s for r in records if r.output_tokens_per_s]
     if speeds:
         out["output_tokens_per_s_p50"] = float(np.median(speeds))
@@ -126,7 +128,7 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
     answered = [r for r in records if r.answered]
     out["cost_usd_per_question"] = cost / len(answered) if answered else 0.0
     if answered:
-        out["cost_usd_per_question_ci_low"], out["cost_usd_per_question_ci_high"] = stats.bootstrap_ci(
+        out["ci/cost_usd_per_question_low"], out["ci/cost_usd_per_question_high"] = stats.bootstrap_ci(
             [r.cost_usd for r in answered])
     out["spent_usd_total"] = sum(r.spent_usd for r in records)  # what this run paid
     out["n_cached"] = sum(r.cached for r in records)

@@ -67,8 +67,8 @@ def test_judge_scores_and_costs_are_kept_apart(corpus, tmp_path):
     assert failed["judge"] == failed["exact_match"] == failed["f1"] == failed["faithfulness"] == 0.0
     assert judge_calls == 3 + 1  # three verdicts, one faithfulness check (abstentions and failures are not checked)
     m = run.data.metrics
-    assert m["judge"] == pytest.approx(1 / 4) and m["judge_n"] == 4  # every row graded
-    assert m["faithfulness_n"] == 2 and m["faithfulness"] == pytest.approx((0.5 + 0.0) / 2)  # abstentions make no claim
+    assert m["judge"] == pytest.approx(1 / 4) and m["n/judge"] == 4  # every row graded
+    assert m["n/faithfulness"] == 2 and m["faithfulness"] == pytest.approx((0.5 + 0.0) / 2)  # abstentions make no claim
     assert "faithfulness_lexical" in m
     expected = metrics.scoring_version(compose_prompt().system, compose_prompt().template)
     assert run.data.tags["scoring_version"] == run.data.params["scoring_version"] == expected
@@ -77,7 +77,7 @@ def test_judge_scores_and_costs_are_kept_apart(corpus, tmp_path):
     assert m["judge_cost_usd_total"] == pytest.approx(judge_cost) and judge_cost > 0
     assert m["cost_usd_total"] == pytest.approx(answer_cost)  # the judge never lands in the answer's cost
     assert m["judge_prompt_tokens_total"] == sum(r["judge_prompt_tokens"] for r in rows) > m["prompt_tokens_total"] / 10
-    assert m["judge_ci_low"] <= m["judge"] <= m["judge_ci_high"]
+    assert m["ci/judge_low"] <= m["judge"] <= m["ci/judge_high"]
 
 
 @pytest.mark.parametrize("dataset", ["squad2", "lara_paper"])
@@ -91,7 +91,7 @@ def test_other_datasets_give_the_same_mlflow_layout(dataset, tmp_path):
     [run] = mlflow.search_runs(experiment_names=[dataset], filter_string="tags.kind = 'run'", output_format="list")
     m = run.data.metrics
     assert m["questions"] == 2 and m["n_ok"] == 2
-    for key in ("exact_match", "f1", "exact_match_ci_low", "cost_usd_total", "latency_p50_s", "prompt_tokens_total"):
+    for key in ("exact_match", "f1", "ci/exact_match_low", "cost_usd_total", "latency_p50_s", "prompt_tokens_total"):
         assert key in m
     assert run.data.tags["dataset"] == dataset and run.data.tags["strategy"] == "full_context"
 

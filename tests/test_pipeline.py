@@ -231,3 +231,15 @@ def test_a_plain_run_is_one_run_without_the_sweep_machinery(corpus, tmp_path):
     runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
     assert [(r.data.tags["kind"], r.data.tags["strategy"]) for r in runs] == [("run", "rag")]
     assert "mlflow.parentRunId" not in runs[0].data.tags
+
+
+def test_interval_bounds_and_row_counts_are_in_their_own_namespaces(sweep):
+    """The runs table lists the headline metrics; the bounds (ci/...) and counts (n/...) sit apart, as
+    MLflow groups metrics by their prefix, instead of tripling the top-level list."""
+    workdir, _, _ = sweep
+    m = runs_of(workdir)[0].data.metrics
+    assert not [k for k in m if k.endswith(("_ci_low", "_ci_high")) or k.endswith("_n") and "/" not in k]
+    assert m["ci/f1_low"] <= m["f1"] <= m["ci/f1_high"] and m["n/f1"] == 4
+    assert "ci/cost_usd_per_question_low" in m and "ci/latency_p50_s_high" in m
+    top = [k for k in m if "/" not in k]
+    assert {"f1", "exact_match", "cost_usd_per_question", "latency_p50_s", "spent_usd_total"} <= set(top)

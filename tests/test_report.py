@@ -46,8 +46,8 @@ def test_summary_numbers_are_the_runs_numbers(built):
         assert float(row["USD / 1k questions"]) == pytest.approx(m["cost_usd_per_question"] * 1000, abs=0.01)
         assert float(row["f1"]) == pytest.approx(m["f1"], abs=1e-4)
         low, high = float(row["f1 low"]), float(row["f1 high"])
-        assert (low, high) == (pytest.approx(m["f1_ci_low"], abs=1e-3), pytest.approx(m["f1_ci_high"], abs=1e-3))
-        assert int(row["f1 n"]) == m["f1_n"] == 4
+        assert (low, high) == (pytest.approx(m["ci/f1_low"], abs=1e-3), pytest.approx(m["ci/f1_high"], abs=1e-3))
+        assert int(row["f1 n"]) == m["n/f1"] == 4
         assert int(row["failed"]) == m["n_error"] == 1
 
 
