@@ -251,6 +251,8 @@ def make_judge(cfg: DictConfig) -> Judge | None:
 
 def check_settings(cfg: DictConfig) -> None:
     """Every bad setting is one line naming it, before any file is read or any model started."""
+    for group in ("dataset", "index", "strategy", "model", "judge"):
+        check_types(cfg, group)
     if cfg.prompt.overflow not in prompts.POLICIES:
         raise UserError(f"prompt.overflow: must be one of {', '.join(prompts.POLICIES)}, got {cfg.prompt.overflow!r}")
     limit = cfg.run.limit
@@ -275,6 +277,38 @@ def check_settings(cfg: DictConfig) -> None:
         for price in ("input_cache_miss", "input_cache_hit", "input_cache_write", "output", "gpu_usd_per_hour"):
             if _value(cfg, f"{group}.prices.{price}") is not None:
                 _number(cfg, f"{group}.prices.{price}", low=0)
+
+
+def check_types(cfg: DictConfig, group: str) -> None:
+    """A setting of the wrong type (`model.context_window=1e9x`) is one line naming it. The types are the
+    annotations of the class or function the group's `_target_` names, so the code is the schema and
+    no hand-kept list falls behind it; other keys (nested tables, paths) are left to that code."""
+    import inspect
+    import typing
+
+    from hydra.utils import get_object
+
+    node = cfg.get(group)
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not target:
+        return
+    try:
+        obj = get_object(target)
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # an unknown target is build()'s one-line error; unresolvable hints: nothing to check
+        return
+    for key, hint in hints.items():
+        value = _value(cfg, f"{group}.{key}") if key in node else None
+        if value is None:
+            continue
+        kinds = set(typing.get_args(hint) or (hint,))
+        if float in kinds and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{group}.{key}: must be a number, got {value!r}")
+        if int in kinds and float not in kinds and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f"{group}.{key}: must be a whole number, got {value!r}")
+        if kinds == {bool} or kinds == {bool, type(None)}:
+            if not isinstance(value, bool):
+                raise UserError(f"{group}.{key}: must be true or false, got {value!r}")
 
 
 def _value(cfg: DictConfig, key: str):

@@ -110,3 +110,18 @@ def test_generic_host_without_its_required_values(tmp_path):
     assert_one_line_error(result, "model: no value given for model.base_url, model.model_id, model.prices.as_of, "
                           "model.prices.input_cache_miss, model.prices.output", "model.base_url=...")
     assert_no_run(tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.context_window=1e9x", "model.context_window: must be a whole number, got '1e9x'"),
+    ("model.stream=maybe", "model.stream: must be true or false, got 'maybe'"),
+    ("strategy.token_budget=lots", "strategy.token_budget: must be a whole number, got 'lots'"),
+    ("model.tokens_per_cl100k=abc", "model.tokens_per_cl100k: must be a number, got 'abc'"),
+])
+def test_a_wrong_type_is_one_line_naming_the_key_before_any_work(tmp_path, override, message):
+    """The types come from the code each config instantiates (its signature), so every setting of every
+    strategy, model, data set and index is checked, not only a hand-kept list."""
+    corpus = make_corpus(tmp_path)
+    result = run_pipeline([*dataset_overrides(corpus), "strategy=hybrid", override], tmp_path)
+    assert_one_line_error(result, message)
+    assert_no_run(tmp_path)
