@@ -93,3 +93,31 @@ def test_report_page_renders_with_every_image_and_the_summary(fake_sweep, tmp_pa
     loaded = int(dom.split('data-loaded="')[1].split('"')[0])
     assert total == 7 and loaded == total  # six charts and the break-even projection
     assert "<h2>Summary</h2>" in dom and "rag·fake" in dom and "USD / 1k questions" in dom
+
+
+def test_the_trace_list_shows_each_questions_tokens_and_its_scores(mlflow_server, tmp_path):
+    """MLflow's Traces page, as a person opens it: each question's tokens (from the spans' standard usage
+    attributes) and its scores as assessment columns."""
+    from browser import Browser
+
+    url, store = mlflow_server
+    mlflow.set_tracking_uri(store)
+    experiment = mlflow.get_experiment_by_name("tiny").experiment_id
+    traces = mlflow.search_traces(locations=[experiment], return_type="list")
+    totals = {t.info.token_usage["total_tokens"] for t in traces if t.info.token_usage}
+    assert totals and min(totals) > 0
+    browser = Browser(tmp_path / "cdp", height=900)
+    try:
+        browser.open(f"{url}/#/experiments/{experiment}/traces")
+        page = browser.wait_for("Tokens", timeout=90)
+        time.sleep(2)
+        page = browser.text()
+        for column in ("Tokens", "f1", "exact_match"):
+            assert f"\n{column}\n" in page, column
+        assert any(f"\n{total}\n" in page for total in totals)  # the API's token count, on the page
+        browser.send("Runtime.evaluate", expression="""[...document.querySelectorAll('button')].filter(b =>
+            (b.innerText || '').trim() === 'Got it' || /close/i.test(b.getAttribute('aria-label') || '')).forEach(b => b.click())""")
+        time.sleep(1)
+        browser.screenshot(SHOTS / "mlflow_traces.png")
+    finally:
+        browser.close()
