@@ -1,10 +1,12 @@
 """Every config group option and experiment preset composes and builds, so a broken YAML fails CI."""
 
+import json
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from pipelines.strategies import Strategy
 
@@ -87,3 +89,14 @@ def test_the_default_is_one_run_and_the_comparison_is_a_preset():
 def test_deepseek_prices_are_the_v3_2_ones():
     prices = compose_with("model=deepseek-chat").model.prices
     assert (prices.input_cache_miss, prices.input_cache_hit, prices.output) == (0.28, 0.028, 0.42)
+
+
+@pytest.mark.parametrize("choice", sorted(json.loads((Path(__file__).parent / "fixtures" / "composed_models.json").read_text())))
+def test_model_and_judge_configs_compose_to_the_values_they_had_before_sharing_a_base(choice):
+    """tests/fixtures/composed_models.json was written from the configs before their shared keys moved
+    to conf/base/model.yaml: every model and judge must still resolve to exactly those values."""
+    reference = json.loads((Path(__file__).parent / "fixtures" / "composed_models.json").read_text())[choice]
+    group, name = choice.split("=")
+    with initialize_config_module("conf", version_base="1.3"):
+        cfg = compose("config", [choice])
+    assert OmegaConf.to_container(cfg[group], resolve=False) == reference
