@@ -67,7 +67,7 @@ def launchers(questions: int) -> None:
         tmp = Path(tmp)
         with FakeOpenAI(lambda q: "212 kilometres", latency_s=1.0, prices=PRICES) as server:
             cases = [("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=6"])]
-            ray_folder = tmp / "ray"
+            ray_folder = tmp / "ray-head"
             ray_folder.mkdir()
             for name, extra in cases + [("ray", None)]:
                 work = tmp / name
