@@ -43,7 +43,7 @@ class Browser:
         else:
             self.close()
             raise RuntimeError("chromium did not open its DevTools port")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None)
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, legacy=True)  # held across calls
         self._id = 0
 
     def send(self, method: str, **params) -> dict:
