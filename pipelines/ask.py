@@ -149,6 +149,7 @@ class Session:
         self.records: list[QuestionRecord] = []
         self.run_id: str | None = None
         self._models: dict[tuple, object] = {}
+        self._planned: dict[tuple, tuple] = {}
 
     def document_tokens(self) -> pd.DataFrame:
         return pd.DataFrame({"document": [d.doc_id for d in self.documents], "tokens": [d.tokens for d in self.documents]})
@@ -170,15 +171,20 @@ class Session:
         return cfg, build(cfg, "strategy"), self._models[key]
 
     def plan(self, text: str, cells: list[Cell], settings: list[str] = ()):
-        """Per cell: the prepared question (prompt built, nothing sent) and its estimate."""
+        """Per cell: the prepared question (prompt built, nothing sent) and its estimate. Prompts are built
+        once per (question, cell, settings): the page asks for the estimate on every rerun. The estimate
+        is redone each time, since the response cache may answer a prompt now."""
         question = self.question(text)
         out = {}
         for cell in cells:
-            cfg, strategy, model = self._parts(cell, list(settings))
-            if strategy.uses_index:
-                self.corpus.index  # built (or loaded from its cache) once for the session
-            prepared = runner.prepare_all([question], strategy, self.corpus, model, cfg.prompt, self.cache,
-                                          cfg.budget.context_tokens)
+            key = (question.text, cell, tuple(settings))
+            if key not in self._planned:
+                cfg, strategy, model = self._parts(cell, list(settings))
+                if strategy.uses_index:
+                    self.corpus.index  # built (or loaded from its cache) once for the session
+                self._planned[key] = (cfg, model, runner.prepare_all([question], strategy, self.corpus, model,
+                                                                      cfg.prompt, self.cache, cfg.budget.context_tokens))
+            cfg, model, prepared = self._planned[key]
             guess = run_estimate(prepared, lambda p: bool(self.cache and self.cache.get(p.cache_key)), model, None)
             out[cell] = (cfg, model, prepared, guess)
         return out

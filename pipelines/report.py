@@ -125,26 +125,36 @@ def _fmt(value, digits=2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _by_question(configs):
+    """Question ids in first-seen order, and each configuration's row per question."""
+    ids = list(dict.fromkeys(r["question_id"] for c in configs for r in c["rows"]))
+    return ids, {c["label"]: {r["question_id"]: r for r in c["rows"]} for c in configs}
+
+
+def _correct(row, metric: str, threshold: float) -> bool:
+    return row is not None and row.get(metric) is not None and row[metric] >= threshold
+
+
+def _cheapest_correct(configs, rows: dict, metric: str, threshold: float):
+    """The configuration whose correct answer to one question cost least (None if none was correct)."""
+    correct = [(rows[c["label"]]["cost_usd"], i) for i, c in enumerate(configs)
+               if _correct(rows[c["label"]], metric, threshold)]
+    return configs[min(correct)[1]] if correct else None
+
+
 def per_question(configs, metric: str, threshold: float) -> tuple[list[dict], dict[str, int]]:
     """Which configurations answered each question correctly, and the cheapest that did."""
-    ids = list(dict.fromkeys(r["question_id"] for c in configs for r in c["rows"]))
-    by = {c["label"]: {r["question_id"]: r for r in c["rows"]} for c in configs}
-    rows, wins = [], {}
+    ids, by = _by_question(configs)
+    out, wins = [], {}
     for qid in ids:
-        row = {"question_id": qid}
-        correct = []
-        for c in configs:
-            r = by[c["label"]].get(qid)
-            ok = r is not None and r.get(metric) is not None and r[metric] >= threshold
-            row[c["label"]] = "yes" if ok else "no"
-            if ok:
-                correct.append((r["cost_usd"], c))
-        cheapest = min(correct, key=lambda pair: pair[0])[1] if correct else None
+        rows = {c["label"]: by[c["label"]].get(qid) for c in configs}
+        row = {"question_id": qid, **{label: "yes" if _correct(r, metric, threshold) else "no" for label, r in rows.items()}}
+        cheapest = _cheapest_correct(configs, rows, metric, threshold)
         row["cheapest correct"] = cheapest["label"] if cheapest else "none"
         if cheapest:
             wins[cheapest["strategy"]] = wins.get(cheapest["strategy"], 0) + 1
-        rows.append(row)
-    return rows, wins
+        out.append(row)
+    return out, wins
 
 
 def paired_differences(configs, metric: str) -> list[dict]:
@@ -355,19 +365,18 @@ def setup(configs) -> dict:
 def drill_down(configs, metric: str, threshold: float) -> list[dict]:
     """Per question: the reference and every configuration's answer with its score, cost and latency;
     the cheapest correct one flagged."""
-    by = {c["label"]: {r["question_id"]: r for r in c["rows"]} for c in configs}
+    ids, by = _by_question(configs)
     out = []
-    for qid in dict.fromkeys(r["question_id"] for c in configs for r in c["rows"]):
-        rows = [(c["label"], by[c["label"]].get(qid)) for c in configs]
-        correct = [(r["cost_usd"], label) for label, r in rows
-                   if r is not None and r.get(metric) is not None and r[metric] >= threshold]
-        cheapest = min(correct)[1] if correct else None
-        first = next(r for _, r in rows if r is not None)
+    for qid in ids:
+        rows = {c["label"]: by[c["label"]].get(qid) for c in configs}
+        cheapest = _cheapest_correct(configs, rows, metric, threshold)
+        first = next(r for r in rows.values() if r is not None)
         out.append({"question_id": qid, "question": first.get("question", ""), "reference": first.get("reference", ""),
                     "answers": [{"label": label, "answer": (r or {}).get("answer", ""), "error": (r or {}).get("error", ""),
                                  "score": _fmt((r or {}).get(metric), 3), "cost": f"{(r or {}).get('cost_usd') or 0:.6f}",
-                                 "latency": _fmt((r or {}).get("latency_s")), "cheapest": label == cheapest}
-                                for label, r in rows]})
+                                 "latency": _fmt((r or {}).get("latency_s")),
+                                 "cheapest": cheapest is not None and label == cheapest["label"]}
+                                for label, r in rows.items()]})
     return out
 
 
