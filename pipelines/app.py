@@ -107,10 +107,13 @@ if clicked or by_link:
     for cell, slot in progress.items():
         slot.caption(f"{cell.label}: asking…")
 
+    def growing(cell, answer, reasoning):  # a streamed answer as it arrives
+        progress[cell].markdown(f"**{cell.label}** (answering…)\n\n{answer or '_thinking…_'}")
+
     def arrived(cell, r):  # each cell as it finishes (the calls run in parallel)
         progress[cell].caption(f"{cell.label}: {r.status}, ${r.cost_usd:.6f}, {r.latency_s or 0:.2f} s")
 
-    st.session_state["results"] = current.ask(question, cells, settings, on_record=arrived)
+    st.session_state["results"] = current.ask(question, cells, settings, on_record=arrived, on_text=growing)
     for slot in progress.values():
         slot.empty()
     st.session_state["asked"] = question
@@ -162,5 +165,6 @@ if results:
             st.markdown("Cost against response time")
             st.scatter_chart(frame, x="latency_s", y="cost_usd", color="config")
     if frame["quality"].notna().any():
-        st.markdown("Quality against the data set's reference (F1)")
+        shown = next(n for n in ask.QUALITY if any(n in r.scores for r in results.values()))
+        st.markdown(f"Quality against the data set's reference ({shown})")
         st.bar_chart(frame, x="config", y="quality", horizontal=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import queue
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -37,6 +38,11 @@ LOCAL_MODEL = "smollm2-135m"
 DEFAULT_DATASET = "sec10q_apple"
 # Data sets the app can open by name alone (the others need paths: use the folder choice).
 NEEDS_PATHS = ("folder", "inline", "lara")
+STREAM_EVERY_S = 0.1  # how often a streaming cell's text is redrawn
+
+
+def _into(grown: queue.Queue, cell):
+    return lambda question_id, answer, reasoning: grown.put((cell, answer, reasoning))
 
 
 def options(group: str) -> list[str]:
@@ -194,26 +200,41 @@ class Session:
         planned = self.plan(text, cells, settings)
         return (sum(g["usd"] for *_, g in planned.values()), sum(g["usd_max"] for *_, g in planned.values()))
 
-    def ask(self, text: str, cells: list[Cell], settings: list[str] = (), on_record=None) -> dict[Cell, QuestionRecord]:
-        """Every cell answered (in parallel); `on_record(cell, record)` as each finishes. A failed call is
-        that cell's error row; the others go on."""
+    def ask(self, text: str, cells: list[Cell], settings: list[str] = (), on_record=None,
+            on_text=None) -> dict[Cell, QuestionRecord]:
+        """Every cell answered (in parallel); `on_text(cell, answer_so_far, reasoning_so_far)` as a streamed
+        answer grows (at most every `STREAM_EVERY_S` per cell), `on_record(cell, record)` as each finishes,
+        both in the caller's thread (Streamlit's elements belong to the script's thread). A failed call
+        is that cell's error row; the others go on."""
         planned = self.plan(text, cells, settings)
         question = self.question(text)
-        names = list(self.cfg.metrics) if question.answers or question.unanswerable else []
-        metric_list = metrics.get(names, judged=False)
+        # A typed question has no reference or gold documents: only what needs neither (faithfulness to the context)
+        metric_list = metrics.applicable(metrics.get(list(self.cfg.metrics), judged=False), question)
         self._open_run()
         traces.enable(self.run_id if self.cfg.tracking.traces else None)
         out: dict[Cell, QuestionRecord] = {}
         try:
+            grown: queue.Queue = queue.Queue()  # (cell, text, reasoning) from the call threads
             with ThreadPoolExecutor(max_workers=max(1, len(planned))) as pool:
-                futures = {pool.submit(runner.answer_all, prepared, model, metric_list, self.cache, self.budget, False): cell
+                futures = {pool.submit(runner.answer_all, prepared, model, metric_list, self.cache, self.budget, False,
+                                       on_text=_into(grown, cell)): cell
                            for cell, (cfg, model, prepared, guess) in planned.items()}
-                for future in as_completed(futures):
-                    cell = futures[future]
-                    [record] = future.result()
-                    out[cell] = record
-                    if on_record:
-                        on_record(cell, record)
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=STREAM_EVERY_S, return_when=FIRST_COMPLETED)
+                    latest = {}
+                    while not grown.empty():  # only the newest text per cell: the page redraws it whole
+                        cell, *texts = grown.get_nowait()
+                        latest[cell] = texts
+                    for cell, (answer, reasoning) in latest.items():
+                        if on_text and cell not in out:
+                            on_text(cell, answer, reasoning)
+                    for future in done:
+                        cell = futures[future]
+                        [record] = future.result()
+                        out[cell] = record
+                        if on_record:
+                            on_record(cell, record)
             traces.assess(list(out.values()), metrics.scoring_version(self.cfg.prompt.system, self.cfg.prompt.template))
         finally:
             traces.enable(None)
@@ -245,11 +266,14 @@ class Session:
         client.set_terminated(self.run_id, "FINISHED")
 
 
+QUALITY = [m.name for m in metrics.headline() if m.higher_is_better]  # the declared ranking, best first
+
+
 def table(records: dict[Cell, QuestionRecord]) -> pd.DataFrame:
     """One row per cell: what the charts and highlights read."""
     rows = []
     for cell, r in records.items():
-        quality = r.scores.get("f1", r.scores.get("semantic_similarity"))
+        quality = next((r.scores[name] for name in QUALITY if name in r.scores), None)
         rows.append({"config": cell.label, "strategy": cell.strategy, "model": cell.model, "status": r.status,
                      "input_miss": r.prompt_tokens - r.cache_hit_tokens, "input_hit": r.cache_hit_tokens,
                      "output": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s or 0.0,

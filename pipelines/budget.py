@@ -98,10 +98,11 @@ def worst_case_usd(messages: list[dict], model, ratio: float | None, n_cl100k: i
     return (n_input * input_price + model.max_output_tokens * p.output) / 1e6
 
 
-def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
+def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_text=None):
     """The one way a call is made, for answers and judge verdicts alike: from the response cache if
     there, else reserve the worst case, call, settle with the actual cost and store the answer.
-    Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0)."""
+    Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0). `on_text` sees a
+    streamed answer grow (ChatModel.complete); a cached answer arrives whole, without it."""
     from pipelines.models.chat import CallFailed, Unbilled
     from pipelines.models.usage import call_cost
 
@@ -120,7 +121,7 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget):
         raise BudgetStop(f"budget.max_usd={budget.max_usd} reached: not sent")
     with traces.call(model, messages) as span:
         try:
-            done = model.complete(messages)
+            done = model.complete(messages, on_text=on_text)
         except CallFailed as err:
             # A response that came back unpriceable (no usage, no choices) may have been billed: it
             # counts at its reservation. Other failures got no answer from the provider.

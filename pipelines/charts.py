@@ -57,7 +57,7 @@ def token_usage(configs, path: Path) -> Path:
 
 
 def scatter(configs, x: str, y: str, xlabel: str, ylabel: str, title: str, path: Path,
-            pareto: bool = False, y_ci: tuple[str, str] | None = None) -> Path:
+            pareto: bool = False, y_ci: tuple[str, str] | None = None, higher_is_better: bool = True) -> Path:
     fig, ax = plt.subplots(figsize=(7, 5))
     for c in configs:
         if c.get(x) is None or c.get(y) is None:
@@ -68,7 +68,7 @@ def scatter(configs, x: str, y: str, xlabel: str, ylabel: str, title: str, path:
         ax.errorbar(c[x], c[y], yerr=yerr, fmt="o", color=_color(c), capsize=3)
         ax.annotate(c["label"], (c[x], c[y]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if pareto:
-        front = pareto_front(configs, x, y)
+        front = pareto_front(configs, x, y, higher_is_better)
         if len(front) > 1:
             ax.plot([c[x] for c in front], [c[y] for c in front], "--", color="black", lw=1, label="Pareto frontier")
             ax.legend()
@@ -79,15 +79,17 @@ def scatter(configs, x: str, y: str, xlabel: str, ylabel: str, title: str, path:
     return _save(fig, path)
 
 
-def pareto_front(configs, cost: str, quality: str) -> list:
-    """Configurations no other beats on both: cheaper-or-equal and at least as good."""
+def pareto_front(configs, cost: str, quality: str, higher_is_better: bool = True) -> list:
+    """Configurations no other beats on both: cheaper-or-equal and at least as good, "good" in the
+    quality metric's declared direction."""
+    sign = 1.0 if higher_is_better else -1.0
     points = sorted((c for c in configs if c.get(cost) is not None and c.get(quality) is not None),
-                    key=lambda c: (c[cost], -c[quality]))
+                    key=lambda c: (c[cost], -sign * c[quality]))
     front, best = [], float("-inf")
     for c in points:
-        if c[quality] > best:
+        if sign * c[quality] > best:
             front.append(c)
-            best = c[quality]
+            best = sign * c[quality]
     return front
 
 

@@ -44,25 +44,53 @@ RULES_VERSION = 2  # 2: non-answers score their metric's worst value; judge scor
 FAITHFULNESS_METHOD = "window4x"  # lexical support within a window of 4x the sentence's words
 
 
+NEEDS = frozenset({"reference", "context", "gold", "judge", "human"})  # what a metric can need to apply
+
+
 @dataclass(frozen=True)
 class Metric:
+    """What a metric is, read downstream (aggregation, report, Pareto front, highlights, the app)."""
     name: str
     fn: Callable  # (record, question, context_texts) -> float | None (None: does not apply)
     higher_is_better: bool = True
     grades_answer: bool = True  # False for metrics of the context (retrieval) or over answered rows only
+    aggregation: str = "mean"  # how rows become the run's figure: a key of stats.AGGREGATIONS
+    needs: tuple[str, ...] = ()  # of NEEDS: reference (answers or unanswerable), context, gold (documents or
+    #                              evidence), judge (filled in by pipelines/judge.py), human (review import)
+    version: int = 1  # raise when the definition changes: part of scoring_version
+    rank: int | None = None  # preference as the report's quality metric (lowest first); None: not a quality metric
+    worst_value: float | None = None  # what a non-answer scores; default 0 (or 1 when lower is better)
+    description: str = ""
 
     @property
     def worst(self) -> float:
-        """What a non-answer scores: every metric here lies in [0, 1]."""
+        """What a non-answer scores: the declared worst, else the bad end of [0, 1]."""
+        if self.worst_value is not None:
+            return self.worst_value
         return 0.0 if self.higher_is_better else 1.0
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
 
 
 REGISTRY: dict[str, Metric] = {}
 
 
-def register(name: str, higher_is_better: bool = True, grades_answer: bool = True):
+def register(name: str, higher_is_better: bool = True, grades_answer: bool = True, aggregation: str = "mean",
+             needs: tuple[str, ...] = ("reference",), version: int = 1, rank: int | None = None,
+             worst: float | None = None, description: str | None = None):
+    """Declare a metric. `description` defaults to the first line of the function's docstring."""
+    from pipelines import stats
+
+    if aggregation not in stats.AGGREGATIONS:
+        raise ValueError(f"metric {name}: aggregation {aggregation!r}; valid: {', '.join(stats.AGGREGATIONS)}")
+    if not set(needs) <= NEEDS:
+        raise ValueError(f"metric {name}: needs {sorted(set(needs) - NEEDS)}; valid: {', '.join(sorted(NEEDS))}")
+
     def wrap(fn):
-        REGISTRY[name] = Metric(name, fn, higher_is_better, grades_answer)
+        text = description or (fn.__doc__ or name).strip().splitlines()[0]
+        REGISTRY[name] = Metric(name, fn, higher_is_better, grades_answer, aggregation, tuple(needs), version,
+                                rank, worst, text)
         return fn
 
     return wrap
@@ -73,17 +101,42 @@ def has_answer(record: QuestionRecord) -> bool:
     return record.answered and bool(record.answer.strip())
 
 
-JUDGED = ("judge", "faithfulness")  # filled in by pipelines/judge.py: without a judge only non-answers would get a value
+def _load(name: str) -> None:
+    """`module:metric` in a `metrics:` list: import the module, which registers its metrics."""
+    import importlib
+
+    module = name.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise UserError(f"metrics: {name}: cannot import {module} ({err})") from None
 
 
 def get(names: list[str], judged: bool = True) -> list[Metric]:
-    unknown = [n for n in names if n not in REGISTRY]
+    """The metrics of a `metrics:` list, by registered name or `module:name` (a module on the path)."""
+    for name in names:
+        if ":" in name:
+            _load(name)
+    plain = [n.partition(":")[2] or n for n in names]
+    unknown = [n for n in plain if n not in REGISTRY]
     if unknown:
         raise UserError(f"metrics: unknown metric(s) {', '.join(unknown)}; valid: {', '.join(sorted(REGISTRY))}")
-    orphans = [n for n in names if n in JUDGED and not judged]
+    orphans = [n for n in plain if "judge" in REGISTRY[n].needs and not judged]
     if orphans:
         raise UserError(f"metrics: {', '.join(orphans)} need a judge (judge=deepseek-chat, ...); the offline check is faithfulness_lexical")
-    return [REGISTRY[n] for n in names]
+    return [REGISTRY[n] for n in plain]
+
+
+def applicable(metric_list: list[Metric], question: Question) -> list[Metric]:
+    """The metrics that can grade this question (a typed question has no reference, no gold documents)."""
+    has = {"reference": bool(question.answers or question.unanswerable),
+           "gold": bool(question.gold_documents or question.evidence)}
+    return [m for m in metric_list if all(has.get(need, True) for need in m.needs)]
+
+
+def headline() -> list[Metric]:
+    """Quality metrics in the order the report prefers them as its headline (declared `rank`)."""
+    return sorted((m for m in REGISTRY.values() if m.rank is not None), key=lambda m: (m.rank, m.name))
 
 
 # --- SQuAD v2.0 ---------------------------------------------------------------------------------
@@ -136,21 +189,21 @@ def _prediction(record: QuestionRecord) -> str:
     return "" if is_abstention(record.answer) else record.answer
 
 
-@register("exact_match")
+@register("exact_match", rank=3, description="official SQuAD v2.0 exact match")
 def exact_match(record, question, context=None):
     if not question.answers and not question.unanswerable:
         return None
     return squad_scores(_prediction(record), question.answers, question.unanswerable)[0]
 
 
-@register("f1")
+@register("f1", rank=2, description="official SQuAD v2.0 token F1")
 def f1(record, question, context=None):
     if not question.answers and not question.unanswerable:
         return None
     return squad_scores(_prediction(record), question.answers, question.unanswerable)[1]
 
 
-@register("abstained", higher_is_better=False, grades_answer=False)
+@register("abstained", higher_is_better=False, grades_answer=False, needs=())
 def abstained(record, question, context=None):
     """A rate over answered rows: a failure or a skip is not an abstention, it has no value here."""
     return float(is_abstention(record.answer)) if has_answer(record) else None
@@ -164,14 +217,14 @@ def _rouge():
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
-@register("rouge_l")
+@register("rouge_l", rank=4, description="ROUGE-L F (rouge-score, Porter stemming)")
 def rouge_l(record, question, context=None):
     if not question.answers:
         return None
     return max(_rouge().score(ref, record.answer)["rougeL"].fmeasure for ref in question.answers)
 
 
-@register("semantic_similarity")
+@register("semantic_similarity", rank=5)
 def semantic_similarity(record, question, context=None):
     """Cosine of MiniLM embeddings of answer and reference (best reference)."""
     if not question.answers:
@@ -186,7 +239,7 @@ def semantic_similarity(record, question, context=None):
 
 
 # --- retrieval and routing -----------------------------------------------------------------------
-@register("doc_recall", grades_answer=False)
+@register("doc_recall", grades_answer=False, needs=("gold",), rank=8)
 def doc_recall(record, question, context=None):
     """Share of the gold documents among those the strategy chose (strategies that retrieve only)."""
     if not question.gold_documents or not record.retrieved:
@@ -194,7 +247,7 @@ def doc_recall(record, question, context=None):
     return len(set(question.gold_documents) & set(record.doc_ids)) / len(set(question.gold_documents))
 
 
-@register("doc_precision", grades_answer=False)
+@register("doc_precision", grades_answer=False, needs=("gold",))
 def doc_precision(record, question, context=None):
     """Share of the chosen documents that are gold: how clean the hybrid's pre-filter is."""
     if not question.gold_documents or not record.retrieved or not record.doc_ids:
@@ -212,7 +265,7 @@ def _contains(haystack: str, evidence: str) -> bool:
     return sum(min(c, present[w]) for w, c in collections.Counter(words).items()) >= 0.8 * len(words)
 
 
-@register("evidence_recall", grades_answer=False)
+@register("evidence_recall", grades_answer=False, needs=("gold", "context"))
 def evidence_recall(record, question, context=None):
     """Share of gold evidence passages found in the retrieved context (recall@k for rag)."""
     if not question.evidence or not record.retrieved or context is None:
@@ -221,7 +274,7 @@ def evidence_recall(record, question, context=None):
     return sum(_contains(text, e) for e in question.evidence) / len(question.evidence)
 
 
-@register("mrr", grades_answer=False)
+@register("mrr", grades_answer=False, needs=("gold", "context"))
 def mrr(record, question, context=None):
     """1 / rank of the first context item holding gold evidence (or from a gold document)."""
     if not record.retrieved or context is None or not (question.evidence or question.gold_documents):
@@ -276,7 +329,7 @@ def _supported(sentence: str, where: dict[str, list[int]]) -> bool:
     return False
 
 
-@register("faithfulness_lexical")
+@register("faithfulness_lexical", needs=("context",), version=2)  # 2: bounded window
 def faithfulness_lexical(record, question, context=None):
     """Share of the answer's sentences supported by one bounded span of the context (see module doc).
     A non-answer scores 0; an abstention makes no claim and has no value."""
@@ -293,16 +346,21 @@ def faithfulness_lexical(record, question, context=None):
 
 # The judge's metrics are filled in by pipelines/judge.py; here only what needs no call: a non-answer
 # gets the worst value, wherever the metric applies.
-@register("faithfulness")
+@register("faithfulness", needs=("judge", "context"), rank=9)
 def faithfulness(record, question, context=None):
     """The judge's verdict on which answer sentences the context supports (no context: no value)."""
     return 0.0 if not has_answer(record) and context != () else None
 
 
-@register("judge")
+@register("judge", needs=("judge", "reference"), rank=1)
 def judge(record, question, context=None):
     """correct / partial / incorrect -> 1 / 0.5 / 0; applies wherever there is a reference to grade against."""
     return 0.0 if not has_answer(record) and (question.answers or question.unanswerable) else None
+
+
+@register("human", needs=("human",), rank=0, description="people's ratings, imported by `ragbench review import`")
+def human(record, question, context=None):
+    return None  # filled in from a ratings file (pipelines/review.py), never at run time
 
 
 def score(record: QuestionRecord, question: Question, metrics: list[Metric], context=None) -> dict[str, float]:
@@ -327,8 +385,10 @@ def scoring_version(system: str, template: str) -> str:
     from pipelines import judge as judging  # judge imports this module
 
     rubric = _digest(judging.RUBRIC, judging.NO_REFERENCE, judging.FAITHFUL, repr(sorted(judging.SCORES.items())))
+    declared = _digest(*(f"{m.name}/{m.version}/{m.higher_is_better}/{m.aggregation}/{m.worst}" for m in sorted(
+        REGISTRY.values(), key=lambda m: m.name)))
     return (f"rules{RULES_VERSION}-abstain.{_digest(_ABSTAIN.pattern)}-faith.{FAITHFULNESS_METHOD}"
-            f"-judge.{rubric}-prompt.{_digest(system, template)}")
+            f"-judge.{rubric}-prompt.{_digest(system, template)}-metrics.{declared}")
 
 
 from pipelines import text_metrics  # noqa: E402,F401  (registers bleu and bertscore)

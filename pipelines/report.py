@@ -21,10 +21,19 @@ import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
-from pipelines import charts, package_dir, projection, stats, tracking
+from pipelines import charts, metrics, package_dir, projection, stats, tracking
 from pipelines.errors import UserError
 
-QUALITY = ["judge", "f1", "exact_match", "rouge_l", "semantic_similarity", "doc_recall", "faithfulness"]
+
+
+def quality_names() -> list[str]:
+    """The quality metrics, in the order their declarations rank them (pipelines/metrics.py)."""
+    return [m.name for m in metrics.headline()]
+
+
+def higher_is_better(metric: str) -> bool:
+    declared = metrics.REGISTRY.get(metric)
+    return declared.higher_is_better if declared else True
 
 
 def load_configs(experiment: str, sweep_dir: str | None, store: str | None = None,
@@ -95,7 +104,7 @@ def primary_metric(configs, wanted: str | None) -> str:
         if not all(wanted in c["metrics"] for c in configs):
             raise UserError(f"--metric {wanted}: not logged by every run")
         return wanted
-    return next((q for q in QUALITY if all(q in c["metrics"] for c in configs)), "f1")
+    return next((q for q in quality_names() if all(q in c["metrics"] for c in configs)), "f1")
 
 
 def summary_rows(configs, metric: str) -> list[dict]:
@@ -103,7 +112,7 @@ def summary_rows(configs, metric: str) -> list[dict]:
     for c in configs:
         m = c["metrics"]
         row = {"configuration": c["label"], "questions": c["questions"]}
-        for q in QUALITY:
+        for q in quality_names():
             if q in m:  # numbers, one column per bound, and the rows the mean covers
                 row[q] = round(m[q], 4)
                 row[f"{q} low"], row[f"{q} high"] = round(m.get(f"ci/{q}_low", m[q]), 4), round(m.get(f"ci/{q}_high", m[q]), 4)
@@ -132,7 +141,10 @@ def _by_question(configs):
 
 
 def _correct(row, metric: str, threshold: float) -> bool:
-    return row is not None and row.get(metric) is not None and row[metric] >= threshold
+    """At or past the threshold in the metric's declared direction (at or below it when lower is better)."""
+    if row is None or row.get(metric) is None:
+        return False
+    return row[metric] >= threshold if higher_is_better(metric) else row[metric] <= threshold
 
 
 def _cheapest_correct(configs, rows: dict, metric: str, threshold: float):
@@ -176,8 +188,9 @@ def paired_differences(configs, metric: str) -> list[dict]:
 
 
 def highlights(configs, metric: str) -> list[str]:
-    q = lambda c: c["metrics"].get(metric, 0.0)
-    best = max(configs, key=q)
+    up = higher_is_better(metric)
+    q = lambda c: c["metrics"].get(metric, 0.0 if up else float("inf"))
+    best = max(configs, key=q) if up else min(configs, key=q)
     cheapest = min(configs, key=lambda c: c["cost_per_question"])
     fastest = min((c for c in configs if c["latency_p50"] is not None), key=lambda c: c["latency_p50"], default=None)
     paid = [c for c in configs if c["cost_per_question"] > 0]
@@ -185,7 +198,9 @@ def highlights(configs, metric: str) -> list[str]:
              f"Cheapest: **{cheapest['label']}** (${cheapest['cost_per_question']:.6f} per question)."]
     if fastest:
         lines.append(f"Fastest: **{fastest['label']}** (p50 {fastest['latency_p50']:.2f} s).")
-    if paid:
+    if paid and not up:
+        lines.append(f"Lower {metric} is better, so no quality-per-dollar ratio: read the quality against cost chart.")
+    elif paid:
         value = max(paid, key=lambda c: q(c) / c["cost_per_question"])
         lines.append(f"Best quality per dollar: **{value['label']}** ({q(value) / value['cost_per_question']:.1f} {metric} per USD per question).")
         if q(best) > 0 and best["cost_per_question"] > 0 and value is not best:
@@ -260,6 +275,9 @@ def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str 
     limits = {p.name: projection.fit_limit(next((f for f in profs if f.strategy == "full_context"), profs[0]), p)
               for p in pricings} if profs else {}
     free = all(c["cost_per_question"] == 0 for c in configs)
+    up = higher_is_better(metric)
+    declared = metrics.REGISTRY.get(metric)
+    aggregation = (declared.aggregation if declared else "mean").capitalize()
     charted = [  # (key, title, caption, draw): each chart says what it shows and how to read it
         ("cost", "Cost per question", "Mean USD per question for each configuration, from the usage the provider "
          "billed and the configured prices. Shorter is cheaper.",
@@ -273,11 +291,12 @@ def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str 
         ("cost_time", "Cost against time", "Each point is a configuration; lower left is cheap and fast.",
          lambda: charts.scatter(configs, "latency_p50", "cost_per_question", "p50 latency (s)", "USD per question",
                                 "Cost vs time", out / "cost_vs_time.png")),
-        ("quality_cost", f"Quality against cost", f"Mean {metric} with its 95% interval against USD per question; the "
-         "line joins the Pareto frontier (no other configuration is both cheaper and better). Up and left is better.",
+        ("quality_cost", f"Quality against cost", f"{aggregation} {metric} with its 95% interval against USD per question; the "
+         "line joins the Pareto frontier (no other configuration is both cheaper and better). "
+         + ("Up and left is better." if up else f"Lower {metric} is better: down and left is better."),
          lambda: charts.scatter(configs, "cost_per_question", "quality", "USD per question", metric,
                                 f"Quality ({metric}, 95% CI) vs cost", out / "quality_vs_cost.png",
-                                pareto=True, y_ci=("quality_low", "quality_high"))),
+                                pareto=True, y_ci=("quality_low", "quality_high"), higher_is_better=up)),
         ("latency", "Latency distribution", "Every answer's seconds per configuration: the spread behind the medians.",
          lambda: charts.distributions(configs, out / "latency_distribution.png")),
     ]
@@ -295,7 +314,7 @@ def build(experiment: str, out: Path, sweep_dir: str | None = None, metric: str 
         to_csv(paired, out / "paired_differences.csv")
     if projected:
         to_csv(projected, out / "break_even.csv")
-    front = [c["label"] for c in charts.pareto_front(configs, "cost_per_question", "quality")]
+    front = [c["label"] for c in charts.pareto_front(configs, "cost_per_question", "quality", higher_is_better=up)]
     lines = highlights(configs, metric)
     wins_text = ", ".join(f"{k} {v}" for k, v in sorted(wins.items()))
     fits = ", ".join(f"{name} at ~{limit / 1000:,.0f}k tokens" for name, limit in limits.items())
@@ -385,8 +404,9 @@ def main(argv=None) -> None:
     parser.add_argument("--experiment", default="sec10q_apple")
     parser.add_argument("--sweep-dir", help="only the runs of this Hydra sweep (default: the latest sweep)")
     parser.add_argument("--all", action="store_true", help="every finished run of the experiment, not one sweep")
-    parser.add_argument("--metric", help="quality metric to rank by (default: judge if logged, else f1)")
-    parser.add_argument("--correct-threshold", type=float, default=0.5, help="a question counts as correct at or above this")
+    parser.add_argument("--metric", help="quality metric to rank by (default: the best-ranked declared quality metric every run logged: "
+                        "human, judge, f1, ...)")
+    parser.add_argument("--correct-threshold", type=float, default=0.5, help="a question counts as correct at or above this (at or below for a lower-is-better metric)")
     parser.add_argument("--out", help="report folder (default: reports/<experiment>-<time>)")
     parser.add_argument("--tracking", default="mlruns", help="MLflow store (default: mlruns)")
     args = parser.parse_args(argv)

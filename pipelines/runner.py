@@ -118,14 +118,15 @@ def truncation_note(context, dropped: int) -> str:
 def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[metrics.Metric],
                cache: response_cache.ResponseCache | None, budget: Budget, progress: bool = True,
                label: str = "", interrupt_wait_s: float = 60.0, on_progress=None,
-               progress_every_s: float = 30.0) -> list[QuestionRecord]:
+               progress_every_s: float = 30.0, on_text=None) -> list[QuestionRecord]:
     """Every question's record, in input order. After an interrupt (pipelines.interrupt) no new call
     is sent; calls in flight get `interrupt_wait_s` to finish, then their rows say so. `on_progress`
-    gets the finished records every `progress_every_s` seconds (a long run shows its rows as it goes)."""
+    gets the finished records every `progress_every_s` seconds (a long run shows its rows as it goes).
+    `on_text(question_id, answer_so_far, reasoning_so_far)` sees streamed answers grow, from the call threads."""
     records: list[QuestionRecord | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=label, unit="q", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=max(1, model.max_concurrency))
-    futures = {pool.submit(_routed, item, model, cache, budget): i for i, item in enumerate(prepared)}
+    futures = {pool.submit(_routed, item, model, cache, budget, on_text): i for i, item in enumerate(prepared)}
     pending, stop_seen, flushed = set(futures), None, time.monotonic()
     try:
         while pending:
@@ -159,25 +160,25 @@ def _context_of(record: QuestionRecord, item: Prepared):
     return next((p.context for p in (item, *item.then) if p.route == record.route), item.context)
 
 
-def _routed(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
+def _routed(item: Prepared, model: ChatModel, cache, budget: Budget, on_text=None) -> QuestionRecord:
     """One question as one MLflow trace (when tracing is on): its context, then its call(s)."""
     with traces.question(item.record) as root:
         traces.retrieval(item.record, item.context)
-        record = _calls(item, model, cache, budget)
+        record = _calls(item, model, cache, budget, on_text)
         if root is not None:
             record = replace(record, trace_id=root.trace_id)
             traces.mark(root, record)
     return record
 
 
-def _calls(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
+def _calls(item: Prepared, model: ChatModel, cache, budget: Budget, on_text=None) -> QuestionRecord:
     """The plan's steps in order, while the strategy escalates; one record with every call added up."""
     chain = (item, *item.then)
     made = []
     for i, step in enumerate(chain):
         if i:
             traces.retrieval(step.record, step.context)
-        made.append(_answer(step, step.model or model, cache, budget))
+        made.append(_answer(step, step.model or model, cache, budget, on_text))
         if i + 1 == len(chain) or not item.strategy.escalate(i, made[-1]):
             break
     if len(chain) == 1:
@@ -212,12 +213,13 @@ def _combined(made: list[QuestionRecord], fallback_tokens: int) -> QuestionRecor
         cached=all(r.cached for r in made))
 
 
-def _answer(item: Prepared, model: ChatModel, cache, budget: Budget) -> QuestionRecord:
+def _answer(item: Prepared, model: ChatModel, cache, budget: Budget, on_text=None) -> QuestionRecord:
     record, prompt = item.record, item.prompt
     if prompt is None:
         return record
+    show = (lambda text, thought: on_text(record.question_id, text, thought)) if on_text else None
     try:
-        done = paid_call(model, prompt.messages, item.cache_key, cache, budget)
+        done = paid_call(model, prompt.messages, item.cache_key, cache, budget, show)
     except BudgetStop as stop:
         return replace(record, status="skipped", error=str(stop))
     except CallFailed as err:

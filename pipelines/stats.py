@@ -43,6 +43,23 @@ def mean_ci(values, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _mean(values, seed: int = 0):
+    return float(np.mean(values)), *mean_ci(values, seed=seed)
+
+
+def _median(values, seed: int = 0):
+    return float(np.median(values)), *bootstrap_ci(values, seed=seed, statistic=np.median)
+
+
+# How a metric's rows become the run's figure and its interval (a metric declares one by name).
+AGGREGATIONS = {"mean": _mean, "median": _median}
+
+
+def aggregate(how: str, values) -> tuple[float, float, float]:
+    """(figure, interval low, interval high) of per-question values under a declared aggregation."""
+    return AGGREGATIONS[how](values)
+
+
 def bootstrap_ci(values, seed: int = 0, level: float = 0.95, statistic=np.mean) -> tuple[float, float]:
     """Interval of `statistic` over questions: the mean's as `mean_ci`; others (the median latency) by
     the percentile bootstrap, which needs no standard error."""

@@ -28,7 +28,7 @@ def _bertscorer():
     return BERTScorer(model_type=embeddings.default_model_path(), num_layers=6, lang="en")
 
 
-@register("bleu")
+@register("bleu", rank=7, description="sentence BLEU (sacrebleu), 0-1")
 def bleu(record, question, context=None):
     if not question.answers:
         return None
@@ -37,7 +37,7 @@ def bleu(record, question, context=None):
     return max(sacrebleu.sentence_bleu(record.answer, [ref]).score for ref in question.answers) / 100
 
 
-@register("bertscore")
+@register("bertscore", rank=6, description="BERTScore F1 with all-MiniLM-L6-v2 (offline)")
 def bertscore(record, question, context=None):
     if not question.answers:
         return None

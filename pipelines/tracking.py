@@ -109,9 +109,9 @@ def aggregate(records: list[QuestionRecord], metrics: list[Metric]) -> dict[str,
         # The rows the mean covers and its interval bounds in their own namespaces (n/, ci/): MLflow
         # groups metrics by prefix, so the runs table's top level keeps the headline figures.
         out[f"n/{metric.name}"] = len(values)
-        if values:
-            out[metric.name] = float(np.mean(values))
-            out[f"ci/{metric.name}_low"], out[f"ci/{metric.name}_high"] = stats.bootstrap_ci(values)
+        if values:  # the metric's declared aggregation (mean unless it says otherwise)
+            out[metric.name], out[f"ci/{metric.name}_low"], out[f"ci/{metric.name}_high"] = stats.aggregate(
+                metric.aggregation, values)
     for name, field in (("latency", "latency_s"), ("ttft", "ttft_s")):
         values = [getattr(r, field) for r in records if getattr(r, field) is not None]
         if values:

@@ -1,8 +1,8 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and benchmarks (never for results;
 it lives under tests/ so it does not ship with the package).
 
-It answers with `answer_for(question)`, streams when asked (usage in the last chunk, as
-`stream_options.include_usage` requests), can wait `latency_s` per call, and keeps every request body.
+It answers with `answer_for(question)`, streams when asked (a chunk per word, `chunk_delay_s` apart;
+usage in the last chunk, as `stream_options.include_usage` requests), can wait `latency_s` per call, and keeps every request body.
 Usage is reported the way DeepSeek does, with cache hit/miss fields; `usage_for` can replace it.
 With `prices` (USD per 1M: input_cache_miss, input_cache_hit, output) the server keeps its own bill,
 `billed_usd`, from the usage it returned: the reference the framework's costs are checked against.
@@ -39,8 +39,9 @@ class FakeOpenAI:
     def __init__(self, answer_for=lambda question: "I do not know", cache_hit_tokens: int = 0,
                  latency_s: float = 0.0, stall_s: float = 3.0, usage_for=None, reasoning_for=None,
                  prices: dict | None = None, fail_status: int | None = None, prompt_answer_for=None,
-                 recorded: bytes | None = None):
+                 recorded: bytes | None = None, chunk_delay_s: float = 0.0):
         self.answer_for = answer_for
+        self.chunk_delay_s = chunk_delay_s  # pause before each streamed chunk, so partial answers can be watched
         self.prompt_answer_for = prompt_answer_for
         self.served_model = None  # the model the responses say answered (default: the one asked for)  # answers from the whole prompt, when the question is not enough
         self.cache_hit_tokens = cache_hit_tokens
@@ -164,6 +165,7 @@ class FakeOpenAI:
                 if empty:
                     deltas = []
                 for i, delta in enumerate(deltas):
+                    time.sleep(fake.chunk_delay_s)
                     self._chunk({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
                     if cut and i == len(deltas) // 2:
                         self.wfile.write(b"5\r\ndata:")  # half an event, then the connection drops

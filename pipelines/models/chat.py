@@ -134,15 +134,20 @@ class ChatModel:
                                       timeout=self.timeout_s, http_client=http)
             return self._client
 
-    def complete(self, messages: list[dict]) -> Completion:
+    def complete(self, messages: list[dict], on_text=None) -> Completion:
+        """One call. `on_text(answer_so_far, reasoning_so_far)` is called in this thread as a streamed
+        answer arrives (never for an unstreamed model: it has nothing to show before the end)."""
         client = self.client()
         attempts: list[str] = []
         token = _attempts.set(attempts)
         try:
             with limits.slot(f"{self.provider}|{self.base_url}", self.max_concurrency):
                 started_at, start = time.time(), time.perf_counter()
-                call = self._streamed if self.stream else self._whole
-                return replace(call(client, messages, start, attempts), started_at=started_at)
+                if self.stream:
+                    done = self._streamed(client, messages, start, attempts, on_text)
+                else:
+                    done = self._whole(client, messages, start, attempts)
+                return replace(done, started_at=started_at)
         except Exception as err:
             raise CallFailed(err, len(attempts), " ".join(attempts)) from err
         finally:
@@ -161,7 +166,7 @@ class ChatModel:
                                 latency, None, choice.finish_reason or "", attempts)
         return replace(done, response_model=served[0], system_fingerprint=served[1])
 
-    def _streamed(self, client, messages, start, attempts) -> Completion:
+    def _streamed(self, client, messages, start, attempts, on_text=None) -> Completion:
         stream = client.chat.completions.create(**self.request(messages), stream=True,
                                                 stream_options={"include_usage": True})
         answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
@@ -178,6 +183,8 @@ class ChatModel:
                 answer.append(text)
                 reasoning.append(thought)
                 finish = choice.finish_reason or finish
+                if on_text and (text or thought):
+                    on_text("".join(answer), "".join(reasoning))
         latency = time.perf_counter() - start
         if not seen_choice:
             raise Unbilled("the stream carried no choices: no answer (it may still have billed the call)")
