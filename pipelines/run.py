@@ -144,6 +144,7 @@ def run(cfg: DictConfig) -> dict:
             if judge and not interrupt.requested():
                 records = judge.grade_all(records, prepared, cache, budget)
             summary = tracking.log_results(records, metric_list, time.perf_counter() - start)
+            view = tracking.share_view(experiment_id, summary)
             traces.assess(records, scoring)
         finally:
             traces.enable(None)
@@ -162,6 +163,7 @@ def run(cfg: DictConfig) -> dict:
     log.info("%s · %s: %d questions, %d ok, %d truncated, %d skipped, %d failed, spent $%.6f, run %s",
              strategy.name, model.name, len(records), summary["n_ok"], summary["n_truncated"],
              summary["n_skipped"], summary["n_error"], summary["spent_usd_total"], run_id)
+    log.info("runs table with the headline columns: %s", tracking.ui_link(cfg.tracking.uri, view))
     return {"kind": "result", "strategy": strategy.name, "model": model.name, **summary,
             "overrides": list(HydraConfig.get().overrides.task), "run_id": run_id, "records": records}
 

@@ -165,6 +165,32 @@ def log_results(records: list[QuestionRecord], metrics: list[Metric], wall_s: fl
     return summary
 
 
+VIEW_KEY = "ragbench"  # ?viewStateShareKey=ragbench opens the runs table with the headline columns
+HEADLINE = ("cost_usd_per_question", "latency_p50_s", "n_error")
+
+
+def share_view(experiment_id: str, logged: dict) -> str:
+    """Save the runs table's columns as one of MLflow's shared views (the experiment tag its UI reads
+    for `?viewStateShareKey=`): MLflow keeps a person's own column choice in the browser, so without
+    this the table opens on Source/Models/Dataset. Returns the page's path under the UI's address."""
+    from pipelines import metrics
+
+    quality = [m.name for m in metrics.headline() if m.name in logged][:2]
+    columns = (["attributes.`Dataset`"] + [f"metrics.`{name}`" for name in (*quality, *HEADLINE) if name in logged]
+               + ["tags.`strategy`", "tags.`model`"])
+    state = {"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+def ui_link(store: str, page: str) -> str:
+    """A page of the UI on this store: on the tracking server itself, or on `mlflow ui`'s default address."""
+    uri = tracking_uri(store)
+    if uri.startswith("http"):
+        return uri.rstrip("/") + "/" + page
+    return f"http://127.0.0.1:5000/{page} (start the UI with `mlflow ui --backend-store-uri {uri}`)"
+
+
 def log_questions(questions, name: str, source: str) -> None:
     """The question set as the run's input dataset: runs over the same questions share its digest."""
     frame = pd.DataFrame([{"question_id": q.qid, "question": q.text, "reference": " | ".join(q.answers),

@@ -3,6 +3,7 @@ rendered by headless Chromium (Debian's `chromium`, installed by `make setup`). 
 test-output/ for a person to look at."""
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -119,5 +120,99 @@ def test_the_trace_list_shows_each_questions_tokens_and_its_scores(mlflow_server
             (b.innerText || '').trim() === 'Got it' || /close/i.test(b.getAttribute('aria-label') || '')).forEach(b => b.click())""")
         time.sleep(1)
         browser.screenshot(SHOTS / "mlflow_traces.png")
+    finally:
+        browser.close()
+
+
+def test_the_runs_table_opens_with_the_headline_columns(fake_sweep):
+    """Every run saves MLflow's shared view of the runs table (an experiment tag the UI reads through
+    `?viewStateShareKey=`): strategy, model, the best-ranked quality metrics, cost and latency as columns."""
+    workdir, result, _ = fake_sweep
+    mlflow.set_tracking_uri(tracking.tracking_uri(str(workdir / "mlruns")))
+    experiment = mlflow.get_experiment_by_name("tiny")
+    state = json.loads(experiment.tags[f"mlflow.sharedViewState.{tracking.VIEW_KEY}"])
+    assert state["selectedColumns"] == ["attributes.`Dataset`", "metrics.`f1`", "metrics.`exact_match`",
+                                        "metrics.`cost_usd_per_question`", "metrics.`latency_p50_s`", "metrics.`n_error`",
+                                        "tags.`strategy`", "tags.`model`"]
+    assert f"runs?viewStateShareKey={tracking.VIEW_KEY}" in result.stdout + result.stderr  # the run says where to look
+
+
+def _close_assistant(browser):
+    browser.send("Runtime.evaluate", expression="""[...document.querySelectorAll('button')].filter(b =>
+        (b.innerText || '').trim() === 'Got it' || /close/i.test(b.getAttribute('aria-label') || '')).forEach(b => b.click())""")
+    time.sleep(1)
+
+
+def test_mlflow_ui_runs_table_and_genai_overview_as_a_person_sees_them(mlflow_server, tmp_path):
+    """The runs table from the shared view shows strategy, model, quality and cost columns with the runs'
+    values (after expanding the sweep, as a person does); the GenAI overview charts the traces' cost,
+    equal to what the runs logged."""
+    from browser import Browser
+
+    url, store = mlflow_server
+    mlflow.set_tracking_uri(store)
+    experiment = mlflow.get_experiment_by_name("tiny").experiment_id
+    runs = mlflow.search_runs(experiment_ids=[experiment], filter_string="tags.kind = 'run'", output_format="list")
+    browser = Browser(tmp_path / "cdp", width=2400, height=900)
+    try:
+        browser.open(f"{url}/#/experiments/{experiment}/runs?viewStateShareKey={tracking.VIEW_KEY}")
+        browser.wait_for("sweep ", timeout=90)
+        _close_assistant(browser)
+        # The sweep's [+] (the button in its Run Name cell): its runs are nested under it
+        browser.send("Runtime.evaluate", expression="""document.querySelectorAll('button[data-component-id$="runnamecellrenderer.tsx_46"]')
+            .forEach(b => b.click())""")
+        page = browser.wait_for("rag·fake", timeout=30)
+        for column in ("strategy", "model", "f1", "cost_usd_per_question", "latency_p50_s"):
+            assert f"\n{column}\n" in page, column
+        for run in runs:
+            assert f"\n{run.data.tags['strategy']}\n" in page
+            assert f"{run.data.metrics['f1']:.2f}" in page
+        browser.screenshot(SHOTS / "mlflow_runs_table.png")
+
+        browser.open(f"{url}/#/experiments/{experiment}/overview/usage")
+        page = browser.wait_for("Total Cost", timeout=90)
+        time.sleep(2)
+        page = browser.text()
+        billed = sum(r.data.metrics["spent_usd_total"] for r in runs)
+        shown = [float(x) for x in re.findall(r"\$([0-9.]+) Total Cost", page)]
+        assert shown and shown[0] == pytest.approx(billed, abs=1e-6), (shown, billed)
+        assert "Token Usage" in page and "no cost data" not in page.lower()
+        _close_assistant(browser)
+        browser.send("Runtime.evaluate", expression="""[...document.querySelectorAll('*')].filter(e => !e.children.length
+            && (e.innerText || '').trim() === 'Token Usage').forEach(e => e.scrollIntoView())""")
+        time.sleep(1)
+        browser.screenshot(SHOTS / "mlflow_overview.png")
+    finally:
+        browser.close()
+
+
+def test_one_trace_shows_its_retrieval_span_and_assessments(mlflow_server, tmp_path):
+    """A question opened from the trace list as a person does (a click on its row): the span tree
+    (question, the context the strategy chose, the model call with its tokens and cost) and its scores
+    as assessments."""
+    from browser import Browser
+
+    url, store = mlflow_server
+    mlflow.set_tracking_uri(store)
+    experiment = mlflow.get_experiment_by_name("tiny").experiment_id
+    browser = Browser(tmp_path / "cdp", width=2000, height=1000)
+    try:
+        browser.open(f"{url}/#/experiments/{experiment}/traces")
+        browser.wait_for("Kelvane", timeout=90)
+        _close_assistant(browser)
+        # Newest first: the last Kelvane row is the sweep's first job, rag
+        browser.send("Runtime.evaluate", expression="""(() => {const cells = [...document.querySelectorAll('div,span,td,a')]
+            .filter(x => !x.children.length && (x.innerText || '').includes('Kelvane')); cells[cells.length - 1].click()})()""")
+        page = browser.wait_for("context·rag", timeout=60)
+        assert "rag·fake" in page and "\nfake\n" in page  # question, retrieval step, model call
+        assert re.search(r"\$0\.0000[0-9]+", page)  # the call's cost, from the span's standard attributes
+        browser.send("Runtime.evaluate", expression="""[...document.querySelectorAll('button')]
+            .filter(b => (b.innerText || '').trim().startsWith('Assess')).forEach(b => b.click())""")
+        page = browser.wait_for("exact_match", timeout=30)
+        time.sleep(1)
+        page = browser.text()
+        for name in ("f1", "exact_match", "rouge_l"):
+            assert name in page, name
+        browser.screenshot(SHOTS / "mlflow_trace.png")
     finally:
         browser.close()
