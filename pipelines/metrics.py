@@ -69,9 +69,6 @@ class Metric:
             return self.worst_value
         return 0.0 if self.higher_is_better else 1.0
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
-
 
 REGISTRY: dict[str, Metric] = {}
 
