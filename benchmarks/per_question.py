@@ -58,6 +58,7 @@ RAG_K = 5  # retrieval.top_k
 CANDIDATES = 50  # retrieval.candidates
 WINDOW = 131_072  # model.context_window: hybrid's 40k budget, not the 32k default window, decides
 WARMUP = 4  # warm-up questions (2 SQuAD, 2 LaRA), untimed
+VARIANTS = ("", "nometrics", "bare")  # the defaults; metrics=[]; metrics=[] and tracking.traces=false
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -141,14 +142,14 @@ def serve(qfile: Path) -> None:
 
 # --- framework side ---------------------------------------------------------------------------------
 def overrides(docs: Path, qfile: Path, cache: Path, base_url: str, strategy: str, mlruns: Path,
-              no_metrics: bool = False) -> list[str]:
+              no_metrics: bool = False, no_traces: bool = False) -> list[str]:
     out = ["dataset=folder", f"dataset.documents_dir={docs}", f"dataset.questions_file={qfile}",
            "dataset.name=bench_per_question", "model=openai-compatible", "model.model_id=fake",
            f"model.base_url={base_url}", "model.prices.input_cache_miss=0", "model.prices.output=0",
            "model.prices.as_of=bench", f"model.context_window={WINDOW}", f"strategy={strategy}",
            "run.response_cache=false", f"run.cache_dir={cache}", "run.progress=false", "run.limit=null",
            f"tracking.uri={mlruns}"]
-    return out + (["metrics=[]"] if no_metrics else [])
+    return out + (["metrics=[]"] if no_metrics else []) + (["tracking.traces=false"] if no_traces else [])
 
 
 def clocks() -> tuple[float, float]:
@@ -276,15 +277,17 @@ def framework_worker(args) -> dict:
     assert corpus.index.embedder.texts_embedded == 0, "the index was not in the cache: run the build first"
     warm = [q for q in dataset.questions if q.qid.startswith("warm")]
     asked = [q for q in dataset.questions if not q.qid.startswith("warm")]
-    variants = [(s, nm) for s in STRATEGIES for nm in (False, True)]
+    # (strategy, variant): the defaults; no scoring; neither scoring nor traces (the raw loop's work)
+    variants = [(s, v) for s in STRATEGIES for v in VARIANTS]
     if args.profile:
-        variants = [(s, False) for s in STRATEGIES]
-    cfgs = {v: compose(overrides(docs, qfile, cache, args.base_url, v[0], mlruns, v[1])) for v in variants}
+        variants = [(s, "") for s in STRATEGIES]
+    cfgs = {v: compose(overrides(docs, qfile, cache, args.base_url, v[0], mlruns, v[1] != "", v[1] == "bare"))
+            for v in variants}
     for v in variants:  # one-off lazy loads (BERTScore's model, MLflow's tables, the client), untimed
         framework_pass(cfgs[v], corpus, warm, tmp, f"warm-{v[0]}-{v[1]}")
     out = {"load_s": load, "chunks": len(corpus.index.chunks), "torch_threads": _torch_threads(), "results": {}, "profiles": {}}
     for v in variants:
-        name = f"{v[0]}{'-nometrics' if v[1] else ''}"
+        name = f"{v[0]}{'-' + v[1] if v[1] else ''}"
         profiler = ThreadProfiler() if args.profile else None
         out["results"][name] = framework_pass(cfgs[v], corpus, asked, tmp, name, profiler)
         if profiler:
@@ -515,6 +518,7 @@ def main() -> None:
         for s in STRATEGIES:
             rawm = median_pass(raw, s)
             rows = [("framework", median_pass(fw, s)), ("framework, metrics=[]", median_pass(fw, f"{s}-nometrics")),
+                    ("framework, metrics=[], tracking.traces=false", median_pass(fw, f"{s}-bare")),
                     ("raw, batched query", rawm), ("raw, a query per question", median_pass(raw, f"{s}-perquery"))]
             for label, m in rows:
                 ratio = m["cpu"] / rawm["cpu"]
@@ -525,7 +529,7 @@ def main() -> None:
         print("\nframework phases, CPU ms/q (median of rounds):")
         print("| strategy | prime | prepare | estimate | answer (calls + metrics) | log + traces.assess |")
         print("|---|---|---|---|---|---|")
-        for s in (*STRATEGIES, *(f"{s}-nometrics" for s in STRATEGIES)):
+        for s in (f"{s}{'-' + v if v else ''}" for s in STRATEGIES for v in VARIANTS):
             runs = [f["results"][s] for f in fw]
             cells = [ms(statistics.median(r["phases"][p][0] / r["n"] for r in runs))
                      for p in ("prime", "prepare", "estimate", "answer", "log")]

@@ -61,6 +61,7 @@ class Metric:
     rank: int | None = None  # preference as the report's quality metric (lowest first); None: not a quality metric
     worst_value: float | None = None  # what a non-answer scores; default 0 (or 1 when lower is better)
     description: str = ""
+    batch: Callable | None = None  # (rows) -> values, for metrics that run a model: one pass per run, not per row
 
     @property
     def worst(self) -> float:
@@ -75,8 +76,11 @@ REGISTRY: dict[str, Metric] = {}
 
 def register(name: str, higher_is_better: bool = True, grades_answer: bool = True, aggregation: str = "mean",
              needs: tuple[str, ...] = ("reference",), version: int = 1, rank: int | None = None,
-             worst: float | None = None, description: str | None = None):
-    """Declare a metric. `description` defaults to the first line of the function's docstring."""
+             worst: float | None = None, description: str | None = None, batched: bool = False):
+    """Declare a metric. `description` defaults to the first line of the function's docstring.
+    `batched`: the function takes a run's rows, `[(record, question, context), ...]`, and returns their
+    values in order (for a model's forward pass over all answers at once); it still scores one row
+    alone as `Metric.fn` and as the name it decorates."""
     from pipelines import stats
 
     if aggregation not in stats.AGGREGATIONS:
@@ -86,9 +90,10 @@ def register(name: str, higher_is_better: bool = True, grades_answer: bool = Tru
 
     def wrap(fn):
         text = description or (fn.__doc__ or name).strip().splitlines()[0]
-        REGISTRY[name] = Metric(name, fn, higher_is_better, grades_answer, aggregation, tuple(needs), version,
-                                rank, worst, text)
-        return fn
+        one = (lambda record, question, context=None: fn([(record, question, context)])[0]) if batched else fn
+        REGISTRY[name] = Metric(name, one, higher_is_better, grades_answer, aggregation, tuple(needs), version,
+                                rank, worst, text, fn if batched else None)
+        return one
 
     return wrap
 
@@ -137,13 +142,20 @@ def headline() -> list[Metric]:
 
 
 # --- SQuAD v2.0 ---------------------------------------------------------------------------------
-_PUNCT = set(string.punctuation)
+_PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
 
 def normalize(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    # The official script's character filter, as one translate: 20x faster on whole-document contexts.
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+@functools.lru_cache(maxsize=64)
+def _normalized(text: str) -> tuple[str, collections.Counter]:
+    """A context text normalised, with its word counts: questions over the same documents share it."""
+    text = normalize(text)
+    return text, collections.Counter(text.split())
 
 
 def _em(pred: str, ref: str) -> float:
@@ -221,18 +233,23 @@ def rouge_l(record, question, context=None):
     return max(_rouge().score(ref, record.answer)["rougeL"].fmeasure for ref in question.answers)
 
 
-@register("semantic_similarity", rank=5)
-def semantic_similarity(record, question, context=None):
+@register("semantic_similarity", rank=5, batched=True)
+def semantic_similarity(rows):
     """Cosine of MiniLM embeddings of answer and reference (best reference)."""
-    if not question.answers:
-        return None
-    if not record.answer.strip():
-        return 0.0
     from pipelines import embeddings
 
-    vectors = embeddings.load().embed([record.answer, *question.answers])
-    # Clamped at 0: a negative cosine means unrelated, no worse than no answer (the worst value, 0).
-    return max(0.0, float(max(vectors[1:] @ vectors[0])))
+    texts = list(dict.fromkeys(t for record, question, _ in rows if question.answers and record.answer.strip()
+                               for t in (record.answer, *question.answers)))
+    vectors = dict(zip(texts, embeddings.load().embed(texts))) if texts else {}
+    out = []
+    for record, question, _ in rows:
+        if not question.answers:
+            out.append(None)
+        elif not record.answer.strip():
+            out.append(0.0)
+        else:  # clamped at 0: a negative cosine means unrelated, no worse than no answer (the worst value, 0)
+            out.append(max(0.0, max(float(vectors[ref] @ vectors[record.answer]) for ref in question.answers)))
+    return out
 
 
 # --- retrieval and routing -----------------------------------------------------------------------
@@ -254,11 +271,10 @@ def doc_precision(record, question, context=None):
 
 def _contains(haystack: str, evidence: str) -> bool:
     """Evidence counts as present if its normalised text is inside, or 80% of its words are."""
-    h, e = normalize(haystack), normalize(evidence)
+    (h, present), e = _normalized(haystack), normalize(evidence)
     if not e or e in h:
         return bool(e)
     words = e.split()
-    present = collections.Counter(h.split())
     return sum(min(c, present[w]) for w, c in collections.Counter(words).items()) >= 0.8 * len(words)
 
 
@@ -299,18 +315,19 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE.split(text.strip()) if normalize(s)]
 
 
-def _supported(sentence: str, where: dict[str, list[int]]) -> bool:
+def _supported(sentence: str, parts: list[tuple[int, dict[str, list[int]]]]) -> bool:
     """Are enough of the sentence's content words together in one window of the context?
 
     Hand-written sliding window (no library does "best-matching window" for a bag of words): over the
-    sorted positions of the sentence's words only, so an 80k-token context costs a few list walks."""
+    sorted positions of the sentence's words only, so an 80k-token context costs a few list walks.
+    `parts`: each context text's word positions, with the text's first word's place in the whole."""
     said = normalize(sentence).split()
     words = set(w for w in said if w not in _STOP)
     if not words:
         return True
     need = SUPPORT_SHARE * len(words)
     width = max(MIN_WINDOW, WINDOW_FACTOR * len(said))
-    hits = sorted((p, w) for w in words for p in where.get(w, ()))
+    hits = sorted((start + p, w) for start, where in parts for w in words for p in where.get(w, ()))
     inside: collections.Counter = collections.Counter()
     left = 0
     for pos, word in hits:
@@ -335,10 +352,23 @@ def faithfulness_lexical(record, question, context=None):
     said = sentences(record.answer)
     if context is None or is_abstention(record.answer) or not said:
         return None
+    parts, start = [], 0
+    for text in context:  # the words of the joined context are the texts' words in turn
+        where, n = _word_positions(text)
+        parts.append((start, where))
+        start += n
+    return sum(_supported(s, parts) for s in said) / len(said)
+
+
+@functools.lru_cache(maxsize=64)
+def _word_positions(text: str) -> tuple[dict[str, list[int]], int]:
+    """Where each word of one context text is, and how many words it has: built once per document or
+    chunk, shared by every question whose context holds it (hybrid contexts are sets of whole documents)."""
     where: dict[str, list[int]] = collections.defaultdict(list)
-    for i, w in enumerate(normalize("\n".join(context)).split()):
+    words = _normalized(text)[0].split()
+    for i, w in enumerate(words):
         where[w].append(i)
-    return sum(_supported(s, where) for s in said) / len(said)
+    return dict(where), len(words)
 
 
 # The judge's metrics are filled in by pipelines/judge.py; here only what needs no call: a non-answer
@@ -361,14 +391,20 @@ def human(record, question, context=None):
 
 
 def score(record: QuestionRecord, question: Question, metrics: list[Metric], context=None) -> dict[str, float]:
-    out = {}
-    answered = has_answer(record)
+    return score_all([(record, question, context)], metrics)[0]
+
+
+def score_all(rows: list[tuple], metrics: list[Metric]) -> list[dict[str, float]]:
+    """Each row's scores, for rows `(record, question, context_texts)`; batched metrics see all rows at once."""
+    out: list[dict[str, float]] = [{} for _ in rows]
+    answered = [has_answer(record) for record, _, _ in rows]
     for metric in metrics:
-        value = metric.fn(record, question, context)
-        if value is not None and metric.grades_answer and not answered:
-            value = metric.worst
-        if value is not None:
-            out[metric.name] = round(float(value), 6)
+        values = metric.batch(rows) if metric.batch else [metric.fn(*row) for row in rows]
+        for scores, ok, value in zip(out, answered, values):
+            if value is not None and metric.grades_answer and not ok:
+                value = metric.worst
+            if value is not None:
+                scores[metric.name] = round(float(value), 6)
     return out
 
 

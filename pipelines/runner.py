@@ -152,7 +152,8 @@ def answer_all(prepared: list[Prepared], model: ChatModel, metric_list: list[met
                                  error="interrupted while in flight: the provider may still bill this call")
     if model.prices.gpu_usd_per_hour is not None:
         records = gpu_time.share(records, model.prices.gpu_usd_per_hour)
-    return [replace(r, scores=metrics.score(r, item.question, metric_list, _context_of(r, item))) for r, item in zip(records, prepared)]
+    scores = metrics.score_all([(r, item.question, _context_of(r, item)) for r, item in zip(records, prepared)], metric_list)
+    return [replace(r, scores=s) for r, s in zip(records, scores)]
 
 
 def _context_of(record: QuestionRecord, item: Prepared):

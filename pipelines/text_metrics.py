@@ -37,11 +37,12 @@ def bleu(record, question, context=None):
     return max(sacrebleu.sentence_bleu(record.answer, [ref]).score for ref in question.answers) / 100
 
 
-@register("bertscore", rank=6, description="BERTScore F1 with all-MiniLM-L6-v2 (offline)")
-def bertscore(record, question, context=None):
-    if not question.answers:
-        return None
-    if not record.answer.strip():
-        return 0.0
-    _, _, f1 = _bertscorer().score([record.answer], [list(question.answers)])
-    return max(0.0, float(f1[0]))
+@register("bertscore", rank=6, description="BERTScore F1 with all-MiniLM-L6-v2 (offline)", batched=True)
+def bertscore(rows):
+    graded = [i for i, (record, question, _) in enumerate(rows) if question.answers and record.answer.strip()]
+    out = [None if not question.answers else 0.0 for _, question, _ in rows]
+    if graded:  # one call: bert-score batches the pairs and takes each answer's best reference itself
+        _, _, f1 = _bertscorer().score([rows[i][0].answer for i in graded], [list(rows[i][1].answers) for i in graded])
+        for i, value in zip(graded, f1.tolist()):
+            out[i] = max(0.0, float(value))
+    return out
