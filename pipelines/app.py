@@ -165,6 +165,6 @@ if results:
             st.markdown("Cost against response time")
             st.scatter_chart(frame, x="latency_s", y="cost_usd", color="config")
     if frame["quality"].notna().any():
-        shown = next(n for n in ask.QUALITY if any(n in r.scores for r in results.values()))
+        shown = ask.quality_name(results.values())
         st.markdown(f"Quality against the data set's reference ({shown})")
         st.bar_chart(frame, x="config", y="quality", horizontal=True)

@@ -266,14 +266,21 @@ class Session:
         client.set_terminated(self.run_id, "FINISHED")
 
 
-QUALITY = [m.name for m in metrics.headline() if m.higher_is_better]  # the declared ranking, best first
+def quality_names() -> list[str]:
+    """The declared ranking, best first, read when asked: a plugin metric registers after this module loads."""
+    return [m.name for m in metrics.headline() if m.higher_is_better]
+
+
+def quality_name(records) -> str | None:
+    """The best-ranked quality metric that any of these records has."""
+    return next((n for n in quality_names() if any(n in r.scores for r in records)), None)
 
 
 def table(records: dict[Cell, QuestionRecord]) -> pd.DataFrame:
     """One row per cell: what the charts and highlights read."""
-    rows = []
+    rows, name = [], quality_name(records.values())  # one metric for the whole column
     for cell, r in records.items():
-        quality = next((r.scores[name] for name in QUALITY if name in r.scores), None)
+        quality = r.scores.get(name) if name else None
         rows.append({"config": cell.label, "strategy": cell.strategy, "model": cell.model, "status": r.status,
                      "input_miss": r.prompt_tokens - r.cache_hit_tokens, "input_hit": r.cache_hit_tokens,
                      "output": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s or 0.0,

@@ -135,3 +135,20 @@ def test_a_new_metric_is_one_module_plus_one_yaml(corpus, tmp_path):
     assert [r.get("answer_words") for r in rows] == expected  # "212 kilometres" -> 2 words
     assert run.data.metrics["answer_words"] == pytest.approx(sum(expected) / len(expected))
     assert run.data.metrics["n/answer_words"] == 3
+
+
+
+def test_a_metric_registered_after_the_app_loaded_is_its_quality_column():
+    from pipelines import ask
+
+    try:
+        @metrics.register("panel_grade", needs=(), rank=-1, version=1)  # ranked above every built-in metric
+        def panel_grade(record, question, context=None):
+            """A lab's own grade."""
+            return 0.25
+
+        record = QuestionRecord("q", "rag", "m", "?", "", answer="x", scores={"f1": 0.5, "panel_grade": 0.25})
+        assert ask.table({ask.Cell("rag", "m"): record})["quality"].tolist() == [0.25]
+        assert ask.quality_name([record]) == "panel_grade"
+    finally:
+        metrics.REGISTRY.pop("panel_grade", None)
