@@ -2,7 +2,8 @@
 
 torch's and ggml's default pools busy-wait: on a 2-core machine shared with a joblib sweep, one query
 embedding took 13-28x longer wall than with one thread (issue 16). So every pool gets
-cores // parallel jobs, or `run.threads` when set, and the choice is logged."""
+cores // parallel jobs (a Ray launcher job: the CPUs Ray assigned it), or `run.threads` when set, and
+the choice is logged."""
 
 from __future__ import annotations
 
@@ -24,13 +25,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def ray_task_cpus() -> int | None:
+    """The CPUs Ray assigned to this process's task (a job of the Ray launcher), else None. Ray already
+    runs only as many jobs on a node as their `num_cpus` fit, so the job gets those, not the node's cores."""
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; nothing else needs to
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except AssertionError:  # Ray's way of saying "not a worker" (the driver, e.g. the sweep's own process)
+        return None
+    return max(1, int(cpus)) if cpus else None
+
+
 def choose(setting: int | None = None, parallel_jobs: int = 1) -> int:
     if setting is not None:
         if int(setting) < 1:
             from pipelines.errors import UserError
             raise UserError(f"run.threads: must be a positive number of threads or null, not {setting}")
         return int(setting)
-    return max(1, available_cores() // max(1, parallel_jobs))
+    return ray_task_cpus() or max(1, available_cores() // max(1, parallel_jobs))
 
 
 def configure(setting: int | None = None, parallel_jobs: int = 1) -> int:
@@ -42,8 +56,8 @@ def configure(setting: int | None = None, parallel_jobs: int = 1) -> int:
     if "torch" in sys.modules:  # already loaded: the env vars came too late for its pool
         set_torch(n)
     _chosen = n
-    log.info("threads: %d per pool (%d cores available, %d parallel job(s), run.threads=%s)",
-             n, available_cores(), parallel_jobs, setting)
+    log.info("threads: %d per pool (%d cores available, %d parallel job(s), Ray task CPUs %s, run.threads=%s)",
+             n, available_cores(), parallel_jobs, ray_task_cpus(), setting)
     return n
 
 

@@ -87,3 +87,27 @@ def test_token_counts_are_memoised(monkeypatch):
     expected = tokens.count(text)
     monkeypatch.setattr(tokens, "encode", lambda t: pytest.fail("re-encoded"))
     assert tokens.count(text) == expected
+
+
+def test_a_ray_job_takes_the_cpus_ray_gave_it_not_the_machines(monkeypatch):
+    """Ray runs as many jobs on a node as its CPUs allow for their `num_cpus` (1 unless the launcher says
+    otherwise), so each job's pools get its assigned CPUs; the node's core count would oversubscribe."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assigned = {"CPU": 1.0}
+    fake_ray = SimpleNamespace(is_initialized=lambda: True,
+                               get_runtime_context=lambda: SimpleNamespace(get_assigned_resources=lambda: assigned))
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    assert threads.choose() == 1
+    assigned["CPU"] = 3.0
+    assert threads.choose() == 3
+    assert threads.choose(setting=5) == 5  # run.threads still wins
+    assigned.clear()  # a task without CPUs: the machine's cores as before
+    assert threads.choose() == 8
+
+    def driver():
+        raise AssertionError("This method is only available when the process is a worker.")  # as Ray does
+
+    fake_ray.get_runtime_context = lambda: SimpleNamespace(get_assigned_resources=driver)
+    assert threads.choose() == 8
