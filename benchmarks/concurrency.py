@@ -5,12 +5,18 @@ Reports wall / ideal per repeat and the median, then the same sweep again from t
 
     .venv/bin/python benchmarks/concurrency.py                  # defaults below
     .venv/bin/python benchmarks/concurrency.py --questions 400 --concurrency 32 --repeats 5
+    .venv/bin/python benchmarks/concurrency.py --load 2        # beside 2 busy processes (a shared machine)
+
+`--load N` starts N processes that spin on the CPU for the whole benchmark (what a joblib sweep or a
+test suite does to a shared machine): the calls must still overlap, since waiting costs no CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +39,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--load", type=int, default=0, help="busy processes beside the benchmark")
     args = parser.parse_args()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    try:
+        run(args)
+    finally:
+        for p in spinners:
+            p.kill()
+
+
+def run(args) -> None:
+    print(f"load average at start {tuple(round(x, 2) for x in os.getloadavg())}, {args.load} busy process(es)")
     ideal = args.questions * args.latency / args.concurrency
     ratios = []
     with FakeOpenAI(lambda q: "blue", latency_s=args.latency) as server, tempfile.TemporaryDirectory() as tmp:
@@ -56,6 +73,7 @@ def main() -> None:
         print(f"median ratio over {args.repeats} runs: {statistics.median(ratios):.3f} (goal <= 1.15)")
         print(f"rerun from the response cache: {len(server.requests) - calls_before} calls, "
               f"{sum(r.cached for r in again)}/{len(again)} rows cached, {wall:.2f} s")
+    print(f"load average at end {tuple(round(x, 2) for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

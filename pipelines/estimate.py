@@ -28,7 +28,7 @@ def worst_case_usd(prompt: Prompt, model: ChatModel) -> float:
     model, every attempt running to its timeout (its expected cost is unknown before it runs)."""
     if model.prices.gpu_usd_per_hour is not None:
         return model.prices.gpu_usd_per_hour * model.timeout_s * (model.max_retries + 1) / 3600
-    n_input = math.ceil(tokens.count(prompt.text) * model.tokens_per_cl100k)
+    n_input = math.ceil(prompt.token_count() * model.tokens_per_cl100k)
     return (n_input * model.prices.input_cache_miss + model.max_output_tokens * model.prices.output) / 1e6
 
 
@@ -41,9 +41,9 @@ def estimate(prompts: list[Prompt | None], cached: list[bool], model: ChatModel)
         if is_cached:
             n_cached += 1
             continue
-        text = prompt.text
-        n = math.ceil(tokens.count(text) * model.tokens_per_cl100k)
-        shared = _cached_prefix_tokens(text, sent, model)
+        text, counted = prompt.text, prompt.token_count()
+        n = math.ceil(counted * model.tokens_per_cl100k)
+        shared = _cached_prefix_tokens(text, counted, sent, model)
         calls, hit, miss = calls + 1, hit + shared, miss + n - shared
         sent.add(text)
     output = calls * model.expected_output_tokens
@@ -72,14 +72,14 @@ class _Prefixes:
                    default=0)
 
 
-def _cached_prefix_tokens(text: str, earlier: _Prefixes, model: ChatModel) -> int:
+def _cached_prefix_tokens(text: str, counted: int, earlier: _Prefixes, model: ChatModel) -> int:
     rule = model.prefix_cache
     if not rule or not earlier:
         return 0
     longest = earlier.longest(text)
     # The shared prefix's tokens in proportion to its characters: re-encoding every prefix was most of
     # a 6,000-question dry run's time, and an estimate needs no exact count.
-    n = math.floor(tokens.count(text) * longest / max(1, len(text)) * model.tokens_per_cl100k)
+    n = math.floor(counted * longest / max(1, len(text)) * model.tokens_per_cl100k)
     if n < rule.get("min_tokens", 0):
         return 0
     block = rule.get("block", 1)

@@ -20,15 +20,49 @@ class Prompt:
     context_tokens: int  # cl100k tokens of context actually sent
     dropped_tokens: int  # cl100k tokens cut from the middle by `truncate` (0 otherwise)
     status: str  # ok | truncated | skipped
+    n_tokens: int | None = None  # cl100k tokens of `text`, when `build` counted them from its parts
 
     @property
     def text(self) -> str:
         """What the provider sees, in order: the basis for token estimates and prefix sharing."""
         return "\n".join(m["content"] for m in self.messages)
 
+    def token_count(self) -> int:
+        """cl100k tokens of `text` (the estimate and the budget's reservation read it)."""
+        return self.n_tokens if self.n_tokens is not None else tokens.count(self.text)
+
+
+SEPARATOR = "\n\n"  # between blocks; each block starts with "[", so the seams count exactly (tokens.count_parts)
+
 
 def render_context(context: Context) -> str:
-    return "\n\n".join(f"[{b.label}]\n{b.text}" for b in context.blocks)
+    return SEPARATOR.join(_blocks(context))
+
+
+def _blocks(context: Context) -> list[str]:
+    return [f"[{b.label}]\n{b.text}" for b in context.blocks]
+
+
+def _context_parts(context: Context) -> list[str]:
+    """render_context's text in parts that repeat across questions: each block with its separator."""
+    blocks = _blocks(context)
+    return [b + SEPARATOR for b in blocks[:-1]] + blocks[-1:]
+
+
+def _prompt_tokens(context: Context, question: str, system: str, template: str) -> int | None:
+    """cl100k tokens of the prompt's text (system, newline, the filled template), from its parts: the
+    documents' counts are shared by every question that has them."""
+    mark = "\x00context\x00"
+    head, found, tail = template.format(context=mark, question=question).partition(mark)
+    if not found:
+        return None
+    parts = _context_parts(context)
+    lead = tail[:len(tail) - len(tail.lstrip())].rpartition("\n")
+    lead = lead[0] + lead[1]  # the tail's leading white space up to its last newline, put with the last block
+    if parts:
+        parts[-1] += lead
+        tail = tail[len(lead):]
+    return tokens.count_parts([(system + "\n" if system else "") + head, *parts, tail])
 
 
 def messages(system: str, template: str, context_text: str, question: str) -> list[dict]:
@@ -88,10 +122,11 @@ def build(context: Context, question: str, system: str, template: str, budget: i
     if policy not in POLICIES:
         raise ValueError(f"prompt.overflow must be one of {POLICIES}, got {policy!r}")
     text = render_context(context)
-    ids = tokens.encode(text)
-    if len(ids) <= budget:
-        return Prompt(messages(system, template, text, question), len(ids), 0, "ok")
+    n = tokens.count_parts(_context_parts(context))
+    if n <= budget:
+        return Prompt(messages(system, template, text, question), n, 0, "ok",
+                      _prompt_tokens(context, question, system, template))
     if policy == "skip":
-        return Prompt([], len(ids), 0, "skipped")
+        return Prompt([], n, 0, "skipped")
     cut, dropped = fit(text, budget)
     return Prompt(messages(system, template, cut, question), tokens.count(cut), dropped, "truncated")

@@ -192,7 +192,7 @@ def _estimated_usd(item: Prepared, model: ChatModel) -> float:
     """What the plan's last step alone would cost (estimated from its prompt): the base of the savings."""
     if item.prompt is None:
         return 0.0
-    n = tokens.count(item.prompt.text) * model.tokens_per_cl100k
+    n = item.prompt.token_count() * model.tokens_per_cl100k
     return (n * model.prices.input_cache_miss + model.expected_output_tokens * model.prices.output) / 1e6
 
 

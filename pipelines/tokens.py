@@ -31,5 +31,23 @@ def count(text: str) -> int:
     return len(encode(text))
 
 
+def count_parts(parts) -> int:
+    """cl100k tokens of `"".join(parts)`, from each part's memoised count where that is exact: at a seam
+    where a part ends with a newline and the next begins with a non-space character. Why exact: tiktoken
+    encodes the pieces of cl100k's split regex independently, and no alternative of that regex puts a
+    newline and a non-space character after it in one piece, so a piece ends at such a seam in the joined
+    text as at the end of the part alone. A long prompt is then its documents' counts (memoised across the
+    questions that share them) plus its short parts. Parts at any other seam are joined and counted whole."""
+    total, run = 0, ""
+    for part in parts:
+        if run and not (run.endswith("\n") and part[:1] and not part[0].isspace()):
+            run += part
+            continue
+        if run:
+            total += count(run)
+        run = part
+    return total + (count(run) if run else 0)
+
+
 def decode(ids: list[int]) -> str:
     return encoding().decode(ids)
