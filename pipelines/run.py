@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipelines import embeddings, interrupt, ledger, limits, metrics, prompts, resume, runner, secrets, stores, sweep, threads, traces, tracking
+from pipelines import embeddings, interrupt, ledger, limits, metrics, prompts, ray_auth, resume, runner, secrets, stores, sweep, threads, traces, tracking
 from pipelines.budget import Budget
 from pipelines.ledger import Ledger, open_ledger
 from pipelines.errors import UserError
@@ -35,6 +35,9 @@ from pipelines.index import VectorIndex
 from pipelines.strategies import Corpus
 
 log = logging.getLogger("pipelines")
+
+
+ray_auth.use_token_if_available()  # before the Ray launcher joins a cluster
 
 
 @hydra.main(version_base="1.3", config_path="pkg://pipelines.conf", config_name="config")

@@ -310,3 +310,25 @@ def test_max_concurrency_holds_across_machines_through_the_ledger_database(postg
     spans = sorted(span for p in procs for span in json.loads(p.communicate(timeout=60)[0]))
     assert len(spans) == 8
     assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_a_sweep_sends_the_ray_token_when_one_is_at_hand(tmp_path, monkeypatch):
+    """`ray start --head` requires the token once ~/.ray/auth_token exists (any local `ray.init()` writes
+    it), but `ray.init(address=...)` sends it only in RAY_AUTH_MODE=token: without this a sweep on such a
+    machine failed with InvalidAuthToken (CI, 2026-12-02)."""
+    from pipelines import ray_auth
+
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
+    env: dict[str, str] = {}
+    ray_auth.use_token_if_available(env)
+    assert env == {}  # no token: Ray's own default stays
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("x" * 64)
+    ray_auth.use_token_if_available(env)
+    assert env == {"RAY_AUTH_MODE": "token"}
+    chosen = {"RAY_AUTH_MODE": "disabled"}
+    ray_auth.use_token_if_available(chosen)
+    assert chosen == {"RAY_AUTH_MODE": "disabled"}  # the user's choice wins
+    elsewhere = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}
+    ray_auth.use_token_if_available(elsewhere)
+    assert "RAY_AUTH_MODE" not in elsewhere
