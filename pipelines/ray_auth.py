@@ -1,6 +1,6 @@
 """Ray's token authentication, for a sweep that joins a running cluster (`hydra/launcher=ray`).
 
-Since Ray 2.5x, `ray start --head` turns token authentication on whenever a token exists on the machine
+In Ray 2.60, `ray start --head` turns token authentication on whenever a token exists on the machine
 (~/.ray/auth_token is written by any local `ray.init()`), but `ray.init(address=...)`, which the Ray
 launcher calls, only sends the token when RAY_AUTH_MODE=token is set: the sweep then fails with
 "InvalidAuthToken". A client in token mode still connects to a head without authentication, so we
