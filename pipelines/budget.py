@@ -98,11 +98,13 @@ def worst_case_usd(messages: list[dict], model, ratio: float | None, n_cl100k: i
     return (n_input * input_price + model.max_output_tokens * p.output) / 1e6
 
 
-def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_text=None):
+def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_text=None, n_cl100k: int | None = None):
     """The one way a call is made, for answers and judge verdicts alike: from the response cache if
     there, else reserve the worst case, call, settle with the actual cost and store the answer.
     Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0). `on_text` sees a
-    streamed answer grow (ChatModel.complete); a cached answer arrives whole, without it."""
+    streamed answer grow (ChatModel.complete); a cached answer arrives whole, without it. `n_cl100k`: the
+    messages' cl100k tokens when the caller knows them (a built prompt does, from its documents' counts;
+    encoding a 40k-token prompt again cost more CPU than the rest of the call)."""
     from pipelines.models.chat import CallFailed, Unbilled
     from pipelines.models.usage import call_cost
 
@@ -114,7 +116,8 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_t
         return replace(done, cost_usd=call_cost(done.usage, model.prices, done.latency_s))
     if interrupt.requested():
         raise BudgetStop("interrupted: not sent")
-    n_cl100k = tokens.count("\n".join(m["content"] for m in messages))
+    if n_cl100k is None:
+        n_cl100k = tokens.count("\n".join(m["content"] for m in messages))
     worst = worst_case_usd(messages, model, budget.ratio(identity), n_cl100k)
     ticket = budget.reserve(worst, key)
     if ticket is None:

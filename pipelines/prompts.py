@@ -43,10 +43,15 @@ def _blocks(context: Context) -> list[str]:
     return [f"[{b.label}]\n{b.text}" for b in context.blocks]
 
 
-def _context_parts(context: Context) -> list[str]:
-    """render_context's text in parts that repeat across questions: each block with its separator."""
-    blocks = _blocks(context)
-    return [b + SEPARATOR for b in blocks[:-1]] + blocks[-1:]
+def _context_parts(context: Context, after: str = "") -> list[str]:
+    """render_context's text (then `after`) in parts that repeat across questions: each block's label,
+    then its text with the separator, counted from the text's known count where it has one."""
+    parts = []
+    for i, b in enumerate(context.blocks):
+        suffix = SEPARATOR if i + 1 < len(context.blocks) else after
+        parts.append(f"[{b.label}]\n")
+        parts.append(b.text + suffix if b.tokens is None else tokens.with_suffix(b.text, b.tokens, suffix))
+    return parts
 
 
 def _prompt_tokens(context: Context, question: str, system: str, template: str) -> int | None:
@@ -56,12 +61,11 @@ def _prompt_tokens(context: Context, question: str, system: str, template: str) 
     head, found, tail = template.format(context=mark, question=question).partition(mark)
     if not found:
         return None
-    parts = _context_parts(context)
     lead = tail[:len(tail) - len(tail.lstrip())].rpartition("\n")
     lead = lead[0] + lead[1]  # the tail's leading white space up to its last newline, put with the last block
-    if parts:
-        parts[-1] += lead
+    if context.blocks:
         tail = tail[len(lead):]
+    parts = _context_parts(context, lead)
     return tokens.count_parts([(system + "\n" if system else "") + head, *parts, tail])
 
 

@@ -31,22 +31,58 @@ def count(text: str) -> int:
     return len(encode(text))
 
 
+class Counted(str):
+    """A text whose cl100k count is already known (a document's, from loading it): `count_parts` reads
+    `n` rather than encoding the text again."""
+
+    n: int
+
+    def __new__(cls, text: str, n: int):
+        obj = super().__new__(cls, text)
+        obj.n = n
+        return obj
+
+
+def with_suffix(text: str, n: int, suffix: str) -> Counted:
+    """`text + suffix` counted from `n`, text's own count: the suffix can only change text's pieces after
+    its last exact seam (a newline before a non-space, see count_parts), so only that tail is encoded again."""
+    if not suffix:
+        return Counted(text, n)
+    cut = _last_seam(text)
+    tail = text[cut:]
+    return Counted(text + suffix, n - count(tail) + count(tail + suffix) if cut else count(text + suffix))
+
+
+def _last_seam(text: str) -> int:
+    end = len(text)
+    while (i := text.rfind("\n", 0, end)) >= 0:
+        if i + 1 < len(text) and not text[i + 1].isspace():
+            return i + 1
+        end = i
+    return 0
+
+
+def _known(text: str) -> int:
+    return text.n if isinstance(text, Counted) else count(text)
+
+
 def count_parts(parts) -> int:
     """cl100k tokens of `"".join(parts)`, from each part's memoised count where that is exact: at a seam
     where a part ends with a newline and the next begins with a non-space character. Why exact: tiktoken
     encodes the pieces of cl100k's split regex independently, and no alternative of that regex puts a
     newline and a non-space character after it in one piece, so a piece ends at such a seam in the joined
     text as at the end of the part alone. A long prompt is then its documents' counts (memoised across the
-    questions that share them) plus its short parts. Parts at any other seam are joined and counted whole."""
+    questions that share them, or known: `Counted`) plus its short parts. Parts at any other seam are
+    joined and counted whole."""
     total, run = 0, ""
     for part in parts:
         if run and not (run.endswith("\n") and part[:1] and not part[0].isspace()):
             run += part
             continue
         if run:
-            total += count(run)
+            total += _known(run)
         run = part
-    return total + (count(run) if run else 0)
+    return total + (_known(run) if run else 0)
 
 
 def decode(ids: list[int]) -> str:

@@ -72,3 +72,63 @@ def test_questions_over_the_same_documents_encode_each_document_once(texts, monk
     # Each document at most twice (with its separator, and alone where it ends a context), the short
     # parts once per question: not 30 questions x 2 whole prompts (the window guard's and the estimate's).
     assert sum(encoded) < 2 * corpus + 30 * 200
+
+
+def test_a_paid_call_reads_its_prompts_count_rather_than_encoding_the_prompt_again(texts, monkeypatch):
+    """The budget's reservation needs the prompt's tokens: a built prompt already knows them."""
+    from fakes import FakeOpenAI
+    from pipelines.budget import Budget
+    from pipelines.datasets import Question
+    from pipelines.models import cache
+    from pipelines.models.chat import ChatModel
+    from pipelines.record import QuestionRecord
+    from pipelines.runner import Prepared, answer_all
+
+    docs = [t for t in texts if len(t) > 5_000][:4]
+    blocks = tuple(Block(f"doc{i}.txt", t) for i, t in enumerate(docs))
+    template = "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"
+    prices = {"input_cache_miss": 0.28, "input_cache_hit": 0.028, "output": 0.42, "as_of": "2025-09-29", "source": "test"}
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=131_072, max_output_tokens=16,
+                          prices=prices, base_url=server.base_url, max_retries=0, timeout_s=5, stream=True)
+        items = []
+        for i in range(6):
+            p = prompts.build(Context(blocks, (), ()), f"Question number {i}?", "System.", template, 10**6, "truncate")
+            record = QuestionRecord(f"q{i}", "hybrid", model.name, f"Question number {i}?", "blue")
+            items.append(Prepared(Question(f"q{i}", record.question, ("blue",)), record, p,
+                                  cache.key(model.endpoint, model.request(p.messages))))
+        encoded = []
+        real = tokens._encode.__wrapped__
+        monkeypatch.setattr(tokens, "_encode", lambda text: encoded.append(len(text)) or real(text))
+        tokens.count.cache_clear()
+        records = answer_all(items, model, [], None, Budget(None), progress=False)
+    assert [r.status for r in records] == ["ok"] * 6
+    assert max(encoded, default=0) < 1_000  # short strings at most; each prompt is over 20,000 characters
+
+
+def test_whole_documents_in_a_prompt_are_counted_from_their_known_counts_exactly(texts, monkeypatch):
+    """A document's cl100k count is known from loading it (and kept in the parse cache): a prompt that
+    carries it whole encodes only the document's last line again, and the count is still exact."""
+    rng = random.Random(5)
+    docs = [t for t in texts if t.count("\n") > 3 and len(t) > 2_000] + [
+        "line one\nline two.", "x\n\n\nend", " leading space\nline two.\n", "\n\nstarts with newlines\nthen text",
+        "ends with spaces\nlast line  ", "one line only, no newline", "数字\n漢字。", "tab\n\tindented\n", ""]
+    template = "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"
+    for _ in range(40):
+        chosen = rng.sample(docs, rng.randint(1, 4))
+        blocks = tuple(Block(f"doc{i}.txt", t, tokens.count(t)) for i, t in enumerate(chosen))
+        tokens.count.cache_clear()
+        tokens._encode.cache_clear()
+        encoded = []
+        real = tokens._encode.__wrapped__
+        monkeypatch.setattr(tokens, "_encode", lambda text: encoded.append(len(text)) or real(text))
+        p = prompts.build(Context(blocks, (), ()), "How much?", "System.", template, 10**6, "truncate")
+        monkeypatch.undo()
+        whole = len(tokens.encoding().encode(p.text, disallowed_special=()))
+        assert p.token_count() == whole
+        assert p.context_tokens == len(tokens.encoding().encode(prompts.render_context(Context(blocks, (), ())),
+                                                                disallowed_special=()))
+        longest_line = max(len(line) for t in chosen for line in t.split("\n"))
+        if any(len(t) < 2_000 for t in chosen):
+            continue  # the short ones check exactness; the long ones also that only lines are encoded
+        assert max(encoded) <= 2 * longest_line + 200  # lines and labels, never a whole document

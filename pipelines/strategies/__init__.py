@@ -16,6 +16,7 @@ from pipelines.index import VectorIndex
 class Block:
     label: str  # shown to the model above the text, e.g. the file name
     text: str
+    tokens: int | None = None  # cl100k tokens of `text` when known exactly (a whole document's)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ class FullContext(Strategy):
     def build(self, question, corpus: Corpus, budget: int) -> Context:
         docs = corpus.documents_for(question)
         return Context(
-            blocks=tuple(Block(d.doc_id, d.text) for d in docs),
+            blocks=tuple(Block(d.doc_id, d.text, d.tokens) for d in docs),
             context_ids=tuple(d.doc_id for d in docs),
             doc_ids=tuple(d.doc_id for d in docs),
             context_doc_ids=tuple(d.doc_id for d in docs),

@@ -76,7 +76,7 @@ class Hybrid(Strategy):
         # Documents that ranked but did not fit: whole documents are never cut, so say which were left out.
         cut = f"left out for the {budget:,}-token budget: {', '.join(over)}" if over else ""
         return Context(
-            blocks=tuple(Block(d, corpus.by_id[d].text) for d, _ in chosen),
+            blocks=tuple(Block(d, corpus.by_id[d].text, corpus.by_id[d].tokens) for d, _ in chosen),
             context_ids=tuple(d for d, _ in chosen),
             doc_ids=tuple(d for d, _ in chosen),
             scores=tuple(round(s, 4) for _, s in chosen),
