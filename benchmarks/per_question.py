@@ -28,6 +28,10 @@ process (all threads), taken around the per-question work only:
   `chat.completions.create` per question, one after another. Hybrid: top 50 chunks, documents ranked
   by their best chunk, whole documents in rank order while they fit 40,000 cl100k tokens (counted once
   per document at start-up), put back in corpus order, as `pipelines/strategies/hybrid.py` does.
+  Also streamed (the framework streams to time the first token), and streamed with an MLflow trace per
+  question in the framework's shape (CHAIN root, RETRIEVER span, CHAT_MODEL span, into a SQLite store)
+  followed by SCORES feedback assessments per trace: the "like for like" references. The raw side
+  computes no scores, so the framework's scoring CPU counts against it.
 
 Internal modes (used by the above): --serve, --worker build|framework|raw.
 """
@@ -35,6 +39,7 @@ Internal modes (used by the above): --serve, --worker build|framework|raw.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -59,6 +64,7 @@ CANDIDATES = 50  # retrieval.candidates
 WINDOW = 131_072  # model.context_window: hybrid's 40k budget, not the 32k default window, decides
 WARMUP = 4  # warm-up questions (2 SQuAD, 2 LaRA), untimed
 VARIANTS = ("", "nometrics", "bare")  # the defaults; metrics=[]; metrics=[] and tracking.traces=false
+SCORES = 11  # feedback assessments per traced raw question: the scores a framework row carries (checked)
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -244,7 +250,7 @@ class ThreadProfiler:
         self.threading.setprofile(None)
         self.profiles[0].disable()  # this thread's; the pool threads have ended by now
 
-    def report(self, top: int = 25) -> str:
+    def report(self, top: int = 25, dump: Path | None = None) -> str:
         import io
         import pstats
 
@@ -252,6 +258,8 @@ class ThreadProfiler:
         stats = pstats.Stats(self.profiles[0], stream=out)
         for p in self.profiles[1:]:
             stats.add(p)
+        if dump:  # for `python -m pstats`: callers, callees
+            stats.dump_stats(dump)
         stats.sort_stats("cumulative").print_stats(top)
         stats.sort_stats("tottime").print_stats(top)
         return out.getvalue()
@@ -280,7 +288,7 @@ def framework_worker(args) -> dict:
     # (strategy, variant): the defaults; no scoring; neither scoring nor traces (the raw loop's work)
     variants = [(s, v) for s in STRATEGIES for v in VARIANTS]
     if args.profile:
-        variants = [(s, "") for s in STRATEGIES]
+        variants = [(s, args.profile_variant) for s in STRATEGIES]
     cfgs = {v: compose(overrides(docs, qfile, cache, args.base_url, v[0], mlruns, v[1] != "", v[1] == "bare"))
             for v in variants}
     for v in variants:  # one-off lazy loads (BERTScore's model, MLflow's tables, the client), untimed
@@ -291,7 +299,7 @@ def framework_worker(args) -> dict:
         profiler = ThreadProfiler() if args.profile else None
         out["results"][name] = framework_pass(cfgs[v], corpus, asked, tmp, name, profiler)
         if profiler:
-            out["profiles"][name] = profiler.report()
+            out["profiles"][name] = profiler.report(dump=cache / f"profile-{name}.pstats")
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -331,65 +339,121 @@ def raw_worker(args) -> dict:
     warm = [r["question"] for r in rows if r["id"].startswith("warm")]
     main = [r["question"] for r in rows if not r["id"].startswith("warm")]
 
-    def one_pass(strategy: str, questions: list[str], batched: bool) -> dict:
+    import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType, SpanType
+
+    mlflow.set_tracking_uri(f"sqlite:///{tempfile.mkdtemp(prefix='bench-pq-raw-')}/mlflow.db")
+    mlflow.set_experiment("bench_per_question_raw")
+    run_id = mlflow.start_run(run_name="raw").info.run_id
+    source = AssessmentSource(AssessmentSourceType.CODE, "bench")
+
+    def span(traced: bool, name: str, kind: str, **kw):
+        return mlflow.start_span(name=name, span_type=kind, **kw) if traced else contextlib.nullcontext()
+
+    def call(messages: list[dict], stream: bool) -> str:
+        if not stream:
+            return client.chat.completions.create(model="fake", messages=messages, temperature=0.0,
+                                                  max_tokens=1024).choices[0].message.content
+        parts = []
+        for chunk in client.chat.completions.create(model="fake", messages=messages, temperature=0.0, max_tokens=1024,
+                                                    stream=True, stream_options={"include_usage": True}):
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+        return "".join(parts)
+
+    def one_pass(strategy: str, questions: list[str], batched: bool, mode: str = "plain") -> dict:
+        """mode: plain (one non-streamed call), streamed (streamed, as a run that times the first token
+        must), traced (streamed, each question an MLflow trace of the framework's shape: a CHAIN root, a
+        RETRIEVER span with the chosen texts, a CHAT_MODEL span; then SCORES feedback assessments each)."""
+        traced, stream = mode == "traced", mode != "plain"
         k = RAG_K if strategy == "rag" else CANDIDATES
         include = ["documents", "metadatas", "distances"] if strategy == "rag" else ["metadatas", "distances"]
         start = clocks()
         vectors = st.encode(questions, batch_size=32, normalize_embeddings=True)
         found = collection.query(query_embeddings=vectors, n_results=k, include=include) if batched else None
-        context_s, call_s, contexts, over = [], [], [], 0
+        context_s, call_s, contexts, over, trace_ids = [], [], [], 0, []
         for i, question in enumerate(questions):
             t = time.perf_counter()
-            res = found if batched else collection.query(query_embeddings=vectors[i:i + 1], n_results=k, include=include)
-            j = i if batched else 0
-            metas = res["metadatas"][j]
-            if strategy == "rag":
-                ids = res["ids"][j]
-                context = "\n\n".join(f"[{m['doc_id']} (part {m['position'] + 1})]\n{text}"
-                                      for m, text in zip(metas, res["documents"][j]))
-            else:
-                best: dict[str, float] = {}
-                for m, d in zip(metas, res["distances"][j]):
-                    best[m["doc_id"]] = max(best.get(m["doc_id"], -2.0), 1.0 - d)
-                ranked = sorted(best, key=lambda doc: (-best[doc], doc))
-                if sizes[ranked[0]] > HYBRID_BUDGET:  # the best document alone is too long: its best chunks
-                    over += 1
-                    part = collection.query(query_embeddings=vectors[i:i + 1], n_results=chunks_of[ranked[0]],
-                                            where={"doc_id": ranked[0]}, include=["documents", "metadatas"])
-                    used, kept = 0, []
-                    for m, text in zip(part["metadatas"][0], part["documents"][0]):
-                        if used + m["tokens"] <= HYBRID_BUDGET:
-                            kept.append((m["position"], text))
-                            used += m["tokens"]
-                    ids = [f"{ranked[0]}#{p}" for p, _ in sorted(kept)]
-                    context = "\n\n".join(f"[{ranked[0]} (part {p + 1})]\n{text}" for p, text in sorted(kept))
+            with span(traced, f"{strategy}·fake", SpanType.CHAIN, run_id=run_id) as root:
+                if traced:
+                    root.set_inputs({"question": question})
+                res = found if batched else collection.query(query_embeddings=vectors[i:i + 1], n_results=k, include=include)
+                j = i if batched else 0
+                metas = res["metadatas"][j]
+                if strategy == "rag":
+                    ids, pieces = res["ids"][j], res["documents"][j]
+                    context = "\n\n".join(f"[{m['doc_id']} (part {m['position'] + 1})]\n{text}"
+                                          for m, text in zip(metas, pieces))
                 else:
-                    used, ids = 0, []
-                    for doc in ranked:
-                        if used + sizes[doc] <= HYBRID_BUDGET:
-                            ids.append(doc)
-                            used += sizes[doc]
-                    ids.sort(key=position.get)
-                    context = "\n\n".join(f"[{doc}]\n{texts[doc]}" for doc in ids)
-            messages = [{"role": "system", "content": SYSTEM},
-                        {"role": "user", "content": f"Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"}]
-            t2 = time.perf_counter()
-            reply = client.chat.completions.create(model="fake", messages=messages, temperature=0.0, max_tokens=1024)
-            assert reply.choices[0].message.content
-            call_s.append(time.perf_counter() - t2)
+                    best: dict[str, float] = {}
+                    for m, d in zip(metas, res["distances"][j]):
+                        best[m["doc_id"]] = max(best.get(m["doc_id"], -2.0), 1.0 - d)
+                    ranked = sorted(best, key=lambda doc: (-best[doc], doc))
+                    if sizes[ranked[0]] > HYBRID_BUDGET:  # the best document alone is too long: its best chunks
+                        over += 1
+                        part = collection.query(query_embeddings=vectors[i:i + 1], n_results=chunks_of[ranked[0]],
+                                                where={"doc_id": ranked[0]}, include=["documents", "metadatas"])
+                        used, kept = 0, []
+                        for m, text in zip(part["metadatas"][0], part["documents"][0]):
+                            if used + m["tokens"] <= HYBRID_BUDGET:
+                                kept.append((m["position"], text))
+                                used += m["tokens"]
+                        ids = [f"{ranked[0]}#{p}" for p, _ in sorted(kept)]
+                        pieces = [text for _, text in sorted(kept)]
+                        context = "\n\n".join(f"[{ranked[0]} (part {p + 1})]\n{text}" for p, text in sorted(kept))
+                    else:
+                        used, ids = 0, []
+                        for doc in ranked:
+                            if used + sizes[doc] <= HYBRID_BUDGET:
+                                ids.append(doc)
+                                used += sizes[doc]
+                        ids.sort(key=position.get)
+                        pieces = [texts[doc] for doc in ids]
+                        context = "\n\n".join(f"[{doc}]\n{texts[doc]}" for doc in ids)
+                if traced:
+                    with span(True, f"context·{strategy}", SpanType.RETRIEVER) as r:
+                        r.set_inputs({"query": question})
+                        r.set_outputs([{"id": x, "page_content": text[:4000]} for x, text in zip(ids, pieces)])
+                messages = [{"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": f"Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"}]
+                t2 = time.perf_counter()
+                with span(traced, "fake", SpanType.CHAT_MODEL) as c:
+                    answer = call(messages, stream)
+                    if traced:
+                        c.set_inputs({"messages": messages})
+                        c.set_outputs({"choices": [{"message": {"role": "assistant", "content": answer}}]})
+                assert answer
+                call_s.append(time.perf_counter() - t2)
+                if traced:
+                    root.set_outputs({"answer": answer})
+                    trace_ids.append(root.trace_id)
             context_s.append(t2 - t)
             contexts.append(list(ids))
+        if traced:
+            mlflow.flush_trace_async_logging()
+        traced_at = clocks()
+        for trace_id in trace_ids:
+            for n in range(SCORES):
+                mlflow.log_feedback(trace_id=trace_id, name=f"score_{n}", value=0.5, source=source)
         end = clocks()
         return {"cpu_s": end[0] - start[0], "wall_s": end[1] - start[1], "n": len(questions), "context_s": context_s,
-                "call_s": call_s, "contexts": contexts, "best_over_budget": over}
+                "call_s": call_s, "contexts": contexts, "best_over_budget": over,
+                "cpu_before_assessments_s": traced_at[0] - start[0], "wall_before_assessments_s": traced_at[1] - start[1]}
 
     for s in STRATEGIES:
         for b in (True, False):
             one_pass(s, warm, b)
+        one_pass(s, warm, True, "traced")
     results = {}
     for s in STRATEGIES:
         results[s] = one_pass(s, main, True)
         results[f"{s}-perquery"] = one_pass(s, main, False)
+        results[f"{s}-streamed"] = one_pass(s, main, True, "streamed")
+        traced = one_pass(s, main, True, "traced")
+        results[f"{s}-traced"] = traced
+        results[f"{s}-traced-noassess"] = {**traced, "cpu_s": traced["cpu_before_assessments_s"],
+                                           "wall_s": traced["wall_before_assessments_s"]}
+    mlflow.end_run()
     return {"results": results, "torch_threads": _torch_threads()}
 
 
@@ -453,6 +517,8 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / ".cache/bench_per_question"))
     parser.add_argument("--no-profile", action="store_true", help="do not profile the framework when over 1.1x")
     parser.add_argument("--profile-only", action="store_true", help="only the profile of the framework side")
+    parser.add_argument("--profile-variant", default="", choices=VARIANTS,
+                        help="with --profile-only: which framework variant ('' = the defaults)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("build", "framework", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -491,7 +557,7 @@ def main() -> None:
         base_url = server.stdout.readline().strip()
         common = base + ["--base-url", base_url]
         if args.profile_only:
-            prof = worker("framework", common, ["--profile"])
+            prof = worker("framework", common, ["--profile", "--profile-variant", args.profile_variant])
             for name, text in prof["profiles"].items():
                 print(f"\n### profile: framework {name}\n{text}")
             return
@@ -511,21 +577,31 @@ def main() -> None:
         print(f"{args.questions} questions, {built['chunks']} chunks, medians of {args.rounds} interleaved rounds; "
               f"framework index load (not counted) {statistics.median(f['load_s'][1] for f in fw):.1f} s wall; "
               f"torch threads framework {fw[0]['torch_threads']}, raw {raw[0]['torch_threads']}\n")
-        print("| strategy | side | CPU ms/q (rounds) | **CPU ms/q** | framework / raw | wall ms/q | "
+        print("| strategy | side | CPU ms/q (rounds) | **CPU ms/q** | framework / raw | like for like | wall ms/q | "
               "p50 context ms | p50 call ms |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         ratios = {}
         for s in STRATEGIES:
             rawm = median_pass(raw, s)
+            like = {"framework": f"{s}-traced", "framework, metrics=[]": f"{s}-traced-noassess",
+                    "framework, metrics=[], tracking.traces=false": f"{s}-streamed"}
             rows = [("framework", median_pass(fw, s)), ("framework, metrics=[]", median_pass(fw, f"{s}-nometrics")),
                     ("framework, metrics=[], tracking.traces=false", median_pass(fw, f"{s}-bare")),
-                    ("raw, batched query", rawm), ("raw, a query per question", median_pass(raw, f"{s}-perquery"))]
+                    ("raw, batched query", rawm), ("raw, a query per question", median_pass(raw, f"{s}-perquery")),
+                    ("raw, streamed", median_pass(raw, f"{s}-streamed")),
+                    ("raw, streamed, an MLflow trace per question", median_pass(raw, f"{s}-traced-noassess")),
+                    (f"raw, streamed, a trace and {SCORES} assessments per question", median_pass(raw, f"{s}-traced"))]
             for label, m in rows:
                 ratio = m["cpu"] / rawm["cpu"]
                 if label == "framework":
                     ratios[s] = ratio
+                versus = f"{m['cpu'] / median_pass(raw, like[label])['cpu']:.2f}" if label in like else ""
                 print(f"| {s} | {label} | {' / '.join(ms(x) for x in m['cpu_all'])} | **{ms(m['cpu'])}** | "
-                      f"{ratio:.2f} | {ms(m['wall'])} | {ms(m['ctx'])} | {ms(m['call'])} |")
+                      f"{ratio:.2f} | {versus} | {ms(m['wall'])} | {ms(m['ctx'])} | {ms(m['call'])} |")
+        print("\nlike for like: the framework's defaults against the raw loop streamed (the framework streams to "
+              f"time the first token) with the same trace and {SCORES} assessments per question; metrics=[] against "
+              "the raw loop with the trace only; without traces against the raw loop streamed; the raw side "
+              "computes no scores, so the framework's scoring CPU counts against it.")
         print("\nframework phases, CPU ms/q (median of rounds):")
         print("| strategy | prime | prepare | estimate | answer (calls + metrics) | log + traces.assess |")
         print("|---|---|---|---|---|---|")
@@ -540,12 +616,12 @@ def main() -> None:
             print(f"{s}: same context as the raw loop for {agreement(f0['contexts'], r0['contexts'], top)}/{f0['n']} "
                   f"questions; median prompt {f0['prompt_tokens']:.0f} server tokens (words); framework rows with "
                   f"a cut note {f0['cut']}; raw best-document-over-budget {r0.get('best_over_budget', 0)}; "
-                  f"{f0['scores']} scores per row")
+                  f"{f0['scores']} scores per row" + ("" if f0['scores'] == SCORES else f" (the raw side logs {SCORES}: set SCORES)"))
         print(f"\nload average: start {tuple(round(x, 2) for x in load_start)}, end {tuple(round(x, 2) for x in load_end)}")
         over = {s: r for s, r in ratios.items() if r > 1.1}
         if over and not args.no_profile:
             print(f"\nover 1.1x: {', '.join(f'{s} {r:.2f}x' for s, r in over.items())}; profiling the framework side")
-            prof = worker("framework", common, ["--profile"])
+            prof = worker("framework", common, ["--profile", "--profile-variant", args.profile_variant])
             for name, text in prof["profiles"].items():
                 print(f"\n### profile: framework {name} (CPU s per thread, all threads merged)\n{text}")
     finally:
