@@ -34,6 +34,11 @@ class Embedder:
         unique = list(dict.fromkeys(texts))
         self._primed = dict(zip(unique, self.embed(unique))) if unique else {}
 
+    @property
+    def primed(self) -> dict[str, np.ndarray]:
+        """The run's questions and their vectors (see prime): the index searches them in one batch."""
+        return self._primed
+
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if texts and self._primed and all(t in self._primed for t in texts):
             return np.stack([self._primed[t] for t in texts])

@@ -98,3 +98,39 @@ def test_a_text_of_megabytes_is_split_not_a_regex_time_out():
     chunks = split([Document("one_line.txt", text, 0, "x")], 256, 32)
     assert len(chunks) > 1000 and all(c.tokens <= 256 for c in chunks)
     assert chunks[0].text.startswith("The Kelvane river")
+
+
+class CountingQueries:
+    """A Chroma collection that records how many query vectors each `query` call carried."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def query(self, **kwargs):
+        self.calls.append(len(kwargs["query_embeddings"]))
+        return self.inner.query(**kwargs)
+
+
+def test_a_runs_primed_questions_are_searched_in_one_chroma_query_with_the_same_hits(docs, tmp_path):
+    """The raw loop batches its Chroma queries; so does a run: one query for all its questions."""
+    embedder = embeddings.load()
+    idx = make(docs, embedder, tmp_path / "cache")
+    questions = ["How long is the Kelvane river?", "Which star is a red giant?", "Who founded the guild?",
+                 "What is Velmora?", "How many members?", "When was the treaty signed?"]
+    alone = {q: [(h.chunk.chunk_id, round(h.score, 5)) for h in idx.search(q, 4)] for q in questions}
+    idx.collection = CountingQueries(idx.collection)
+    try:
+        embedder.prime(questions)
+        together = {q: [(h.chunk.chunk_id, round(h.score, 5)) for h in idx.search(q, 4)] for q in reversed(questions)}
+        assert together == alone
+        assert idx.collection.calls == [len(questions)]
+        idx.search(questions[0], 2)  # another depth: one more batch
+        idx.search(questions[1], 2)
+        scoped = idx.search(questions[0], 2, ("river.txt",))  # a filter: asked alone
+        assert idx.collection.calls == [len(questions), len(questions), 1]
+        assert {h.chunk.doc_id for h in scoped} == {"river.txt"}
+    finally:
+        embedder.prime([])
