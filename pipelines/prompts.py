@@ -45,12 +45,14 @@ def _blocks(context: Context) -> list[str]:
 
 def _context_parts(context: Context, after: str = "") -> list[str]:
     """render_context's text (then `after`) in parts that repeat across questions: each block's label,
-    then its text with the separator, counted from the text's known count where it has one."""
+    then its text with the separator; one part counted from the text's known count where it has one."""
     parts = []
     for i, b in enumerate(context.blocks):
         suffix = SEPARATOR if i + 1 < len(context.blocks) else after
-        parts.append(f"[{b.label}]\n")
-        parts.append(b.text + suffix if b.tokens is None else tokens.with_suffix(b.text, b.tokens, suffix))
+        if b.tokens is None:
+            parts += [f"[{b.label}]\n", b.text + suffix]
+        else:
+            parts.append(tokens.around(f"[{b.label}]\n", b.text, b.tokens, suffix))
     return parts
 
 

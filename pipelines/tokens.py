@@ -43,17 +43,29 @@ class Counted(str):
         return obj
 
 
-def with_suffix(text: str, n: int, suffix: str) -> Counted:
-    """`text + suffix` counted from `n`, text's own count: the suffix can only change text's pieces after
-    its last exact seam (a newline before a non-space, see count_parts), so only that tail is encoded again."""
-    if not suffix:
-        return Counted(text, n)
-    cut = _last_seam(text)
-    tail = text[cut:]
-    return Counted(text + suffix, n - count(tail) + count(tail + suffix) if cut else count(text + suffix))
+def around(prefix: str, text: str, n: int, suffix: str) -> Counted:
+    """`prefix + text + suffix` counted from `n`, text's own count: the prefix and the suffix can only
+    change text's pieces before its first exact seam and after its last one (a newline before a
+    non-space, see count_parts), so only those lines are encoded again. A text without a seam (one line)
+    is encoded whole."""
+    whole = prefix + text + suffix
+    first, last = _seam(text, first=True), _seam(text, first=False)
+    if not first:
+        return Counted(whole, count(whole))
+    head, tail = text[:first], text[last:]  # first <= last; equal when text has one seam
+    middle = n - count(head) - count(tail)
+    return Counted(whole, count(prefix + head) + middle + count(tail + suffix))
 
 
-def _last_seam(text: str) -> int:
+def _seam(text: str, first: bool) -> int:
+    """The first (or last) place where a newline is followed by a non-space character; 0 if none."""
+    if first:
+        i = text.find("\n")
+        while i >= 0:
+            if i + 1 < len(text) and not text[i + 1].isspace():
+                return i + 1
+            i = text.find("\n", i + 1)
+        return 0
     end = len(text)
     while (i := text.rfind("\n", 0, end)) >= 0:
         if i + 1 < len(text) and not text[i + 1].isspace():

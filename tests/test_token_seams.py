@@ -108,9 +108,11 @@ def test_a_paid_call_reads_its_prompts_count_rather_than_encoding_the_prompt_aga
 
 def test_whole_documents_in_a_prompt_are_counted_from_their_known_counts_exactly(texts, monkeypatch):
     """A document's cl100k count is known from loading it (and kept in the parse cache): a prompt that
-    carries it whole encodes only the document's last line again, and the count is still exact."""
+    carries it whole encodes only the document's first and last lines again, and the count is still
+    exact, also for documents that start or end with white space."""
     rng = random.Random(5)
-    docs = [t for t in texts if t.count("\n") > 3 and len(t) > 2_000] + [
+    long = [t for t in texts if t.count("\n") > 3 and len(t) > 2_000]
+    docs = long + [" " + long[0], "\n\n" + long[1], long[2] + "  ", long[3] + "\n"] + [
         "line one\nline two.", "x\n\n\nend", " leading space\nline two.\n", "\n\nstarts with newlines\nthen text",
         "ends with spaces\nlast line  ", "one line only, no newline", "数字\n漢字。", "tab\n\tindented\n", ""]
     template = "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:"
