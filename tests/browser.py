@@ -63,14 +63,18 @@ class Browser:
         return self.send("Runtime.evaluate", expression="document.body ? document.body.innerText : ''",
                          returnByValue=True)["result"].get("value") or ""
 
-    def wait_for(self, needle: str, timeout: float) -> str:
+    def wait_for(self, *needles: str, timeout: float) -> str:
+        """The page's text once every needle is on it: Streamlit sends its elements one after another, so a
+        page read when the first needle shows can still lack the ones drawn after it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()
-            if needle in text:
+            if all(n in text for n in needles):
                 return text
             time.sleep(0.5)
-        raise AssertionError(f"{needle!r} not on the page after {timeout:.0f} s; it shows: {self.text()[-2000:]}")
+        text = self.text()
+        missing = [n for n in needles if n not in text]
+        raise AssertionError(f"{missing!r} not on the page after {timeout:.0f} s; it shows: {text[-2000:]}")
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(exist_ok=True)

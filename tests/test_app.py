@@ -124,11 +124,11 @@ def test_the_app_in_a_browser(corpus, tmp_path):
     browser = Browser(tmp_path / "chromium", height=2400)  # tall enough for the grid and the charts
     try:
         browser.open(f"http://127.0.0.1:{port}/?question=How%20long%20is%20the%20Kelvane%20river%3F&ask=1")
-        page = browser.wait_for("cheapest:", timeout=600)
+        # the notice is drawn after the highlights: wait for it too rather than read the page half drawn
+        page = browser.wait_for("cheapest:", "free model: no cost charts", timeout=600)
         assert "3 documents" in page and "Estimated cost of these 2 calls" in page
         assert "Answers to: How long is the Kelvane river?" in page and "rag · smollm2-135m" in page
         assert "OPENAI_API_KEY" in page  # models without keys are listed with the reason
-        assert "free model: no cost charts" in page
         time.sleep(2)  # the charts draw after the text
         browser.screenshot(ROOT / "test-output" / "app.png")
     finally:
