@@ -43,6 +43,11 @@ def _blocks(context: Context) -> list[str]:
     return [f"[{b.label}]\n{b.text}" for b in context.blocks]
 
 
+def context_tokens(context: Context) -> int:
+    """cl100k tokens of render_context's text, exactly, from the blocks' known counts where they have them."""
+    return tokens.count_parts(_context_parts(context))
+
+
 def _context_parts(context: Context, after: str = "") -> list[str]:
     """render_context's text (then `after`) in parts that repeat across questions: each block's label,
     then its text with the separator; one part counted from the text's known count where it has one."""
@@ -128,7 +133,7 @@ def build(context: Context, question: str, system: str, template: str, budget: i
     if policy not in POLICIES:
         raise ValueError(f"prompt.overflow must be one of {POLICIES}, got {policy!r}")
     text = render_context(context)
-    n = tokens.count_parts(_context_parts(context))
+    n = context_tokens(context)
     if n <= budget:
         return Prompt(messages(system, template, text, question), n, 0, "ok",
                       _prompt_tokens(context, question, system, template))

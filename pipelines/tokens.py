@@ -24,11 +24,33 @@ def _encode(text: str) -> tuple[int, ...]:
     return tuple(encoding().encode(text, disallowed_special=()))
 
 
-@functools.lru_cache(maxsize=4096)
+SHORT = 256  # characters: labels, first and last words, questions
+
+
 def count(text: str) -> int:
     # Memoised: the same long prompt is counted by the window guard, the estimate and the budget; hashing a
-    # string is ~100x cheaper than encoding it.
-    return len(encode(text))
+    # string is ~100x cheaper than encoding it. Short texts get a memo of their own, large enough for a
+    # label per chunk of a big corpus (a matched-budget question ranks them all), which the long texts'
+    # memo could not hold without holding as many whole prompts.
+    return _count_short(text) if len(text) < SHORT else _count_long(text)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _count_short(text: str) -> int:
+    return len(encoding().encode(text, disallowed_special=()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _count_long(text: str) -> int:
+    return len(_encode(text))
+
+
+def _clear() -> None:
+    _count_short.cache_clear()
+    _count_long.cache_clear()
+
+
+count.cache_clear = _clear  # as functools' memoised functions have it (tests start from a cold memo)
 
 
 class Counted(str):
@@ -45,33 +67,46 @@ class Counted(str):
 
 def around(prefix: str, text: str, n: int, suffix: str) -> Counted:
     """`prefix + text + suffix` counted from `n`, text's own count: the prefix and the suffix can only
-    change text's pieces before its first exact seam and after its last one (a newline before a
-    non-space, see count_parts), so only those lines are encoded again. A text without a seam (one line)
-    is encoded whole."""
+    change text's pieces before its first exact seam and after its last one (see `_seam`), so only those
+    ends are encoded again, and an end that needs nothing (no prefix, or a prefix that ends in a
+    newline before text's non-space start) is not encoded at all. A text with no seam where one is
+    needed (a single word) is encoded whole."""
     whole = prefix + text + suffix
-    first, last = _seam(text, first=True), _seam(text, first=False)
-    if not first:
+    start = 0 if not prefix or _joins(prefix, text) else _seam(text, first=True)
+    end = len(text) if not suffix else _seam(text, first=False)
+    if start is None or end is None:
         return Counted(whole, count(whole))
-    head, tail = text[:first], text[last:]  # first <= last; equal when text has one seam
-    middle = n - count(head) - count(tail)
-    return Counted(whole, count(prefix + head) + middle + count(tail + suffix))
+    head, tail = text[:start], text[end:]  # start <= end: the first seam is never after the last
+    return Counted(whole, count(prefix + head) - count(head) + n - count(tail) + count(tail + suffix))
 
 
-def _seam(text: str, first: bool) -> int:
-    """The first (or last) place where a newline is followed by a non-space character; 0 if none."""
-    if first:
-        i = text.find("\n")
-        while i >= 0:
-            if i + 1 < len(text) and not text[i + 1].isspace():
-                return i + 1
-            i = text.find("\n", i + 1)
-        return 0
-    end = len(text)
-    while (i := text.rfind("\n", 0, end)) >= 0:
-        if i + 1 < len(text) and not text[i + 1].isspace():
-            return i + 1
-        end = i
-    return 0
+def _joins(left: str, right: str) -> bool:
+    """An exact seam between two texts: a newline, then a non-space character (see count_parts)."""
+    return left.endswith("\n") and right[:1] != "" and not right[0].isspace()
+
+
+def _seam(text: str, first: bool) -> int | None:
+    """The first (or last) place inside text where cl100k's pieces end whatever comes before or after
+    it, as the index where the second part starts; None if there is none. Two kinds: after a newline
+    that a non-space follows (no alternative of the split regex matches a newline and then a non-space),
+    and before a space that follows a non-space (only white-space alternatives take a space after
+    something, and they take nothing else: letters, digits and punctuation runs stop before it). Each
+    kind is searched with str.find from where the last look stopped, so a text is read once."""
+    find = text.find if first else text.rfind
+    bounds = (lambda at: (at + 1, len(text))) if first else (lambda at: (0, at))
+    newline, space = find("\n"), find(" ")
+    while newline >= 0 or space >= 0:
+        # the nearer candidate in the direction of the search
+        take_space = space >= 0 and (newline < 0 or (space < newline if first else space > newline))
+        if take_space:
+            if space > 0 and not text[space - 1].isspace():
+                return space
+            space = find(" ", *bounds(space))
+        else:
+            if newline + 1 < len(text) and not text[newline + 1].isspace():
+                return newline + 1
+            newline = find("\n", *bounds(newline))
+    return None
 
 
 def _known(text: str) -> int:
@@ -88,7 +123,7 @@ def count_parts(parts) -> int:
     joined and counted whole."""
     total, run = 0, ""
     for part in parts:
-        if run and not (run.endswith("\n") and part[:1] and not part[0].isspace()):
+        if run and not _joins(run, part):
             run += part
             continue
         if run:

@@ -86,8 +86,9 @@ def test_filling_a_budget_counts_each_chunk_once_not_the_growing_context(monkeyp
 
     from pipelines.strategies import rag
 
-    chunks = [SimpleNamespace(chunk=SimpleNamespace(doc_id="d", position=i, text=f"Chunk {i} says " + "word " * 150))
-              for i in range(120)]
+    texts = [f"Chunk {i} says " + "word " * 150 for i in range(120)]
+    chunks = [SimpleNamespace(chunk=SimpleNamespace(doc_id="d", position=i, text=t, tokens=tokens.count(t)))
+              for i, t in enumerate(texts)]
     tokens.count.cache_clear()
     counted = []
     real = tokens.count

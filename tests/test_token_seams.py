@@ -133,4 +133,59 @@ def test_whole_documents_in_a_prompt_are_counted_from_their_known_counts_exactly
         longest_line = max(len(line) for t in chosen for line in t.split("\n"))
         if any(len(t) < 2_000 for t in chosen):
             continue  # the short ones check exactness; the long ones also that only lines are encoded
-        assert max(encoded) <= 2 * longest_line + 200  # lines and labels, never a whole document
+        assert max(encoded, default=0) <= 2 * longest_line + 200  # lines and labels, never a whole document
+
+
+def test_filling_a_budget_reads_each_chunks_known_count_rather_than_encoding_it(monkeypatch):
+    """A matched-budget rag run ranks every chunk of the corpus and fills the budget from them: encoding
+    each chunk again (one encode per chunk per question: 8,627 in the benchmark's corpus, more than the
+    count memo holds) where the index already stored its count. The reference is tiktoken on the texts."""
+    from types import SimpleNamespace
+
+    from pipelines.prompts import render_context
+    from pipelines.strategies import rag
+
+    enc = tokens.encoding()
+    texts = [(" " if i % 7 == 0 else "") + f"Chunk {i} reports.\nRevenue rose " + "word " * (40 + i % 90) + "end."
+             for i in range(300)]
+    hits = [SimpleNamespace(chunk=SimpleNamespace(doc_id="10-Q.pdf", position=i, text=t,
+                                                  tokens=len(enc.encode(t, disallowed_special=()))), score=1.0)
+            for i, t in enumerate(texts)]
+    tokens.count.cache_clear()
+    tokens._encode.cache_clear()
+    counted = []
+    real = tokens.count
+    monkeypatch.setattr(tokens, "count", lambda text: counted.append(len(text)) or real(text))
+    chosen = rag.fill(hits, 6_000)
+
+    # the same greedy choice as tiktoken's own counts of each rendered block give
+    sep, expected, used = len(enc.encode("\n\n")), [], 0
+    for h in hits:
+        size = len(enc.encode(f"[{rag.block(h).label}]\n{h.chunk.text}")) + (sep if expected else 0)
+        if used + size <= 6_000:
+            expected.append(h.chunk.position)
+            used += size
+    assert [h.chunk.position for h in chosen] == expected
+    sent = render_context(Context(tuple(rag.block(h) for h in chosen), (), ()))
+    assert len(enc.encode(sent, disallowed_special=())) <= 6_000
+    # Only labels and each block's first and last words are encoded again (about 560 characters a chunk
+    # were): not every chunk's text.
+    assert sum(counted) <= 100 * len(hits), sum(counted)
+
+
+def test_a_text_without_newlines_is_counted_around_from_its_first_and_last_words_exactly(texts):
+    """Chunks are mostly prose without a newline seam: a space after a non-space is also a place where
+    cl100k's pieces end whatever comes before or after the text. The reference is tiktoken, on prose in
+    several scripts, numbers, contractions and punctuation, with prefixes and suffixes that merge."""
+    enc = tokens.encoding()
+    rng = random.Random(11)
+    words = ["word", "Revenue", "rose", "12,345", "3.5%", "don't", "it's", "U.S.", "数字と漢字", "Ärger", "naïve",
+             "(note)", "—", "...", "x²", "émigré", "ﬁne", "O'Neil", "$4.2bn", "'s", "a", "I", "Ⅻ", "🙂", "e.g.,"]
+    pieces = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(150)]
+    pieces += [t.replace("\n", " ")[:3_000] for t in texts] + TRICKY
+    for text in pieces:
+        prefix = rng.choice(["[doc.txt (part 3)]\n", "", "x", " ", "[a]\n ", "'", "12"])
+        suffix = rng.choice(["\n\n", "", "s", " ", "\n", "...", "'t", "9"])
+        got = tokens.around(prefix, text, len(enc.encode(text, disallowed_special=())), suffix)
+        assert got == prefix + text + suffix
+        assert got.n == len(enc.encode(prefix + text + suffix, disallowed_special=())), (prefix, text[:80], suffix)

@@ -42,28 +42,29 @@ class Rag(Strategy):
 
 
 def block(hit) -> Block:
-    return Block(f"{hit.chunk.doc_id} (part {hit.chunk.position + 1})", hit.chunk.text)
+    return Block(f"{hit.chunk.doc_id} (part {hit.chunk.position + 1})", hit.chunk.text, hit.chunk.tokens)
 
 
 def fill(hits, limit: int) -> list:
     """Best chunks, in rank order, while the rendered context stays within `limit` cl100k tokens.
 
-    Each block is counted once and the sizes added with the separator's: counting every growing trial
-    context was quadratic (a 40k-token budget over a long document's 500 chunks). A merge across a block
-    boundary can make the joined text a token or two shorter than the sum, never longer in practice,
-    so the chosen context is counted whole once and trimmed from its last block if it is over."""
-    from pipelines.prompts import render_context
+    Each block is counted once, from its chunk's stored count (only its ends encoded again: a matched
+    budget ranks every chunk of the corpus for every question), and the sizes added with the
+    separator's: counting every growing trial context was quadratic. A merge across a block boundary
+    can make the joined text a token or two shorter than the sum, never longer in practice, so the
+    chosen context is counted exactly once and trimmed from its last block if it is over."""
+    from pipelines.prompts import context_tokens
 
     separator = tokens.count("\n\n")
     chosen, used = [], 0
     for hit in hits:
         b = block(hit)
-        size = tokens.count(f"[{b.label}]\n{b.text}") + (separator if chosen else 0)
+        size = tokens.around(f"[{b.label}]\n", b.text, b.tokens, "").n + (separator if chosen else 0)
         if used + size > limit:
             continue  # a smaller chunk further down may still fit
         chosen.append(hit)
         used += size
-    while chosen and tokens.count(render_context(Context(tuple(block(h) for h in chosen), (), ()))) > limit:
+    while chosen and context_tokens(Context(tuple(block(h) for h in chosen), (), ())) > limit:
         chosen.pop()
     return chosen
 
