@@ -189,3 +189,17 @@ def test_a_text_without_newlines_is_counted_around_from_its_first_and_last_words
         got = tokens.around(prefix, text, len(enc.encode(text, disallowed_special=())), suffix)
         assert got == prefix + text + suffix
         assert got.n == len(enc.encode(prefix + text + suffix, disallowed_special=())), (prefix, text[:80], suffix)
+
+
+def test_random_strings_are_counted_around_exactly():
+    """The seam rules against tiktoken on character soup: every kind of white space, punctuation,
+    digits, contractions, CJK and emoji, so a wrong rule shows up as a mismatch somewhere."""
+    enc = tokens.encoding()
+    rng = random.Random(16)
+    alphabet = list("ab Z1 2 3.,;:!?'\"-()[]{}  \t\n\r\n  ’ éß数字🙂²Ⅻ_/$%&*+=<>|\\~`") + [
+        "'s", "'ll", "'T", " \n", "\n\n", "  ", "\u00a0", "\u2009", "\u3000"]
+    soup = lambda n: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, n)))
+    for _ in range(5_000):
+        prefix, text, suffix = soup(6), soup(60), soup(6)
+        got = tokens.around(prefix, text, len(enc.encode(text, disallowed_special=())), suffix)
+        assert got.n == len(enc.encode(prefix + text + suffix, disallowed_special=())), (prefix, text, suffix)
