@@ -13,26 +13,40 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in a package: n
 
 
 class Embedder:
-    """Normalised embeddings, so a dot product is the cosine similarity."""
+    """Normalised embeddings, so a dot product is the cosine similarity. The model loads on the first
+    text to embed: a warm run whose index and question vectors are cached never imports torch."""
 
     def __init__(self, model_path: str, batch_size: int = 32):
-        from sentence_transformers import SentenceTransformer  # slow import: only when needed
-
-        threads.set_torch()
-        self.model = SentenceTransformer(model_path, device="cpu")
+        self.model_path = model_path
         self.batch_size = batch_size
         self.texts_embedded = 0  # how many texts this instance has embedded: the index cache is judged by it
         self._primed: dict[str, np.ndarray] = {}
+
+    @functools.cached_property
+    def model(self):
+        from sentence_transformers import SentenceTransformer  # 4.9 s of imports: only when there is work
+
+        threads.set_torch()
+        return SentenceTransformer(self.model_path, device="cpu")
+
+    @property
+    def loaded(self) -> bool:
+        return "model" in self.__dict__
 
     @property
     def max_tokens(self) -> int:
         return self.model.max_seq_length
 
-    def prime(self, texts: list[str]) -> None:
+    def prime(self, texts: list[str], known: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Embed a run's questions in one batch before the calls; `embed` then serves them from memory.
-        Replaces the previous set, so the memo stays the size of one run."""
+        `known`: vectors an earlier run stored, not embedded again. Returns the ones embedded now (for the
+        caller to store). Replaces the previous set, so the memo stays the size of one run."""
         unique = list(dict.fromkeys(texts))
-        self._primed = dict(zip(unique, self.embed(unique))) if unique else {}
+        known = known or {}
+        missing = [t for t in unique if t not in known]
+        fresh = dict(zip(missing, self.embed(missing))) if missing else {}
+        self._primed = {t: known[t] if t in known else fresh[t] for t in unique}
+        return fresh
 
     @property
     def primed(self) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@ once across runs, strategies and sweeps."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -73,11 +74,11 @@ class VectorIndex:
                  chunk_size: int, chunk_overlap: int, model_name: str):
         self.embedder = embedder
         self.key = _index_key(documents, chunk_size, chunk_overlap, model_name)
-        path = Path(cache_dir) / "chroma"
+        self.model_name = model_name
+        path = self.path = Path(cache_dir) / "chroma"
         path.mkdir(parents=True, exist_ok=True)
         # Parallel sweep jobs (joblib launcher) share the cache: one builds, the others wait and reuse.
-        with open(path / "build.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked():
             self.collection = _open_collection(path, f"chunks-{self.key}")
             if self.collection.metadata.get("complete") is not True:
                 self.chunks = split(documents, chunk_size, chunk_overlap)
@@ -89,6 +90,31 @@ class VectorIndex:
         self.by_id = {c.chunk_id: c for c in self.chunks}
         self._batch_lock = threading.Lock()
         self._batch_of, self._batches = None, {}  # the primed questions' hits, per search depth
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.path / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def prime(self, questions: list[str]) -> None:
+        """Embed a run's questions in one batch (Embedder.prime), keeping their vectors beside the index:
+        a rerun of the same questions reads them back (float32 as the model gave them, so the hits and
+        prompts are the same) and loads no embedding model before its first call."""
+        # Inner-product space: Chroma renormalises vectors stored in a cosine one, which moves them by an ulp.
+        store = _open_collection(self.path, _queries_name(self.model_name), space="ip")
+        unique = list(dict.fromkeys(questions))
+        ids = {_query_id(q): q for q in unique}
+        stored = store.get(ids=list(ids), include=["embeddings"]) if ids else {"ids": [], "embeddings": []}
+        known = {ids[i]: np.asarray(v, dtype=np.float32) for i, v in zip(stored["ids"], stored["embeddings"])}
+        fresh = self.embedder.prime(unique, known)
+        if fresh:
+            batch = store._client.get_max_batch_size()
+            texts = list(fresh)
+            with self._locked():
+                for start in range(0, len(texts), batch):
+                    part = texts[start:start + batch]
+                    store.upsert(ids=[_query_id(q) for q in part], embeddings=np.stack([fresh[q] for q in part]))
 
     def _build(self) -> None:
         log.info("index %s: embedding %d chunks", self.key, len(self.chunks))
@@ -167,7 +193,17 @@ def _index_key(documents: list[Document], chunk_size: int, chunk_overlap: int, m
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _open_collection(path: Path, name: str):
+def _queries_name(model_name: str) -> str:
+    """Question vectors depend on the model alone: every index (chunking) of one model shares them."""
+    spec = {"embedding_model": model_name, "normalized": True}
+    return "queries-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _query_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _open_collection(path: Path, name: str, space: str = "cosine"):
     from pipelines import stores
 
-    return stores.open_collection(path, name)  # a local folder, or a shared Chroma server (index.store)
+    return stores.open_collection(path, name, space=space)  # a local folder, or a shared Chroma server (index.store)

@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
     corpus = Corpus(dataset.documents, lambda: make_index(cfg, dataset.documents))
     if strategy.uses_index:
         corpus.index  # built (or loaded) now, so embedding time never counts as answer latency
-        corpus.index.embedder.prime([q.text for q in questions])  # one batch, not one encode per question
+        corpus.index.prime([q.text for q in questions])  # one batch, or read back from an earlier run
     cache = ResponseCache(Path(cfg.run.cache_dir) / "responses.sqlite") if cfg.run.response_cache else None
     prepared = runner.prepare_all(questions, strategy, corpus, model, cfg.prompt, cache, cfg.budget.context_tokens)
     guess = SimpleNamespace(**run_estimate(prepared, lambda p: bool(cache and cache.get(p.cache_key)), model, judge))

@@ -47,7 +47,7 @@ def client(path: Path):
         raise UserError(f"index.host/index.port: no Chroma server at {host}:{port} ({err})") from None
 
 
-def open_collection(path: Path, name: str, attempts: int = 5):
+def open_collection(path: Path, name: str, attempts: int = 5, space: str = "cosine"):
     """The collection `name`, created if missing. On a server two builders may create it at the same
     moment; the loser's create fails and a retry finds the winner's collection."""
     chroma = client(path)
@@ -55,7 +55,7 @@ def open_collection(path: Path, name: str, attempts: int = 5):
         try:
             # embedding_function=None: we always pass vectors; Chroma's default function downloads a model.
             return chroma.get_or_create_collection(
-                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                name, embedding_function=None, configuration={"hnsw": {"space": space}},
                 metadata={"complete": False})
         except Exception:  # the losing create surfaces as whatever the HTTP client raises; re-raised below
             if _settings["store"] == "persistent" or attempt == attempts - 1:

@@ -243,3 +243,22 @@ def test_interval_bounds_and_row_counts_are_in_their_own_namespaces(sweep):
     assert "ci/cost_usd_per_question_low" in m and "ci/latency_p50_s_high" in m
     top = [k for k in m if "/" not in k]
     assert {"f1", "exact_match", "cost_usd_per_question", "latency_p50_s", "spent_usd_total"} <= set(top)
+
+
+def test_a_warm_rerun_sends_the_same_prompts_without_loading_the_embedding_model(corpus, tmp_path):
+    """Issue 16 (fixed cost): a rerun on a warm cache, with metrics that need no embeddings, never
+    imports sentence-transformers (4.9 s) or loads the model (2.4 s): the index and the questions'
+    vectors come from the cache, and retrieval gives the same prompts as the run that embedded them."""
+    args = [*dataset_overrides(corpus), "run.limit=null", "run.response_cache=false", "index.chunk_size=64",
+            "index.chunk_overlap=8", "metrics=[exact_match,f1,doc_recall]"]
+    sent, imported = [], []
+    for _ in range(2):
+        with FakeOpenAI(scripted) as server:
+            result = run_pipeline([*args, *fake_model_overrides(server)], cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+            sent.append([r["messages"] for r in server.requests])
+        assert result.returncode == 0, result.stderr[-3000:]
+        imported.append({line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+                         if line.startswith("import time:")})
+    assert "sentence_transformers" in imported[0]  # the first run embedded the corpus and the questions
+    assert "sentence_transformers" not in imported[1] and "torch" not in imported[1]
+    assert len(sent[1]) == 3 and sorted(map(str, sent[1])) == sorted(map(str, sent[0]))
