@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import threading
+import time
 from dataclasses import replace
 
 from pipelines import interrupt, tokens, traces
@@ -105,15 +106,41 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_t
     streamed answer grow (ChatModel.complete); a cached answer arrives whole, without it. `n_cl100k`: the
     messages' cl100k tokens when the caller knows them (a built prompt does, from its documents' counts;
     encoding a 40k-token prompt again cost more CPU than the rest of the call)."""
-    from pipelines.models.chat import CallFailed, Unbilled
     from pipelines.models.usage import call_cost
 
     # Hashed: an endpoint URL may carry a key, and the ledger and the cache are files.
     identity = hashlib.sha256(f"{model.endpoint}|{model.model_id}".encode()).hexdigest()[:16]
-    done = cache.get(key, identity) if cache else None
+    done = (cache.get(key, identity) or _claim_or_wait(cache, key, identity, model)) if cache else None
     if done is not None:
         # The cache keeps the provider's usage; dollars follow the prices in force now (overrides included).
         return replace(done, cost_usd=call_cost(done.usage, model.prices, done.latency_s))
+    try:
+        return _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity)
+    finally:
+        if cache:
+            cache.release(key)
+
+
+def _claim_or_wait(cache, key: str, identity: str, model):
+    """None once this thread holds the claim on `key`; the answer when another job that held it stored it."""
+    # A live owner is trusted for as long as its call can take, retries included.
+    stale_s = model.timeout_s * (model.max_retries + 1) + 30
+    while not cache.claim(key, stale_s):
+        if interrupt.requested():
+            raise BudgetStop("interrupted: not sent")
+        time.sleep(0.1)
+        done = cache.get(key, identity)
+        if done is not None:
+            return done
+    done = cache.get(key, identity)  # stored between the first look and the claim
+    if done is not None:
+        cache.release(key)
+    return done
+
+
+def _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity):
+    from pipelines.models.chat import CallFailed, Unbilled
+
     if interrupt.requested():
         raise BudgetStop("interrupted: not sent")
     if n_cl100k is None:

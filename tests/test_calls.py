@@ -203,3 +203,66 @@ def test_a_cached_answer_from_the_model_an_alias_used_to_mean_is_not_served_as_t
     assert new.response_model == "fake-v2" and not new.cached
     assert not old.cached and old.response_model == "fake-v2" and sent == 3  # asked again, not served from v1
     assert "fake-v1" in caplog.text and "fake-v2" in caplog.text
+
+
+def test_an_identical_request_in_flight_in_another_process_is_waited_for_not_paid_twice(tmp_path):
+    """Parallel sweep jobs share one cache file: when two of them send the same prompt at once (hybrid
+    picking every document sends full context's prompt), the provider must bill it once, as a serial
+    sweep would. Two caches on one file stand for two processes."""
+    import threading
+
+    with FakeOpenAI(lambda q: "blue", latency_s=1.0, prices=PRICES) as server:
+        model = model_for(server)
+        items = prepared(["what colour?"], model)
+        got = {}
+
+        def job(name):
+            cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+            [got[name]] = answer_all(items, model, [], cache, Budget(None), progress=False)
+
+        jobs = [threading.Thread(target=job, args=(n,)) for n in ("a", "b")]
+        for j in jobs:
+            j.start()
+        for j in jobs:
+            j.join()
+        billed, sent = server.billed_usd, len(server.requests)
+    assert sent == 1
+    assert got["a"].answer == got["b"].answer == "blue"
+    assert sorted(r.spent_usd for r in got.values())[0] == 0 and sum(r.cached for r in got.values()) == 1
+    assert billed > 0 and billed == pytest.approx(sum(r.spent_usd for r in got.values()), rel=1e-9)
+
+
+def test_a_claim_left_by_a_dead_process_does_not_hold_the_call(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server, timeout_s=600)
+        items = prepared(["what colour?"], model)
+        cache = response_cache.ResponseCache(tmp_path / "responses.sqlite")
+        assert cache.claim(items[0].cache_key) is True  # the claim store exists; overwrite its owner
+        db = sqlite3.connect(str(tmp_path / "responses.sqlite.claims"))
+        with db:
+            db.execute("UPDATE claims SET owner = ?", (f"{__import__('socket').gethostname()}:{dead.stdout.strip()}:1",))
+        start = time.monotonic()
+        [record] = answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"),
+                              Budget(None), progress=False)
+        waited = time.monotonic() - start
+        sent = len(server.requests)
+    assert record.status == "ok" and record.answer == "blue" and sent == 1
+    assert waited < 30  # not the 600 s x 3 attempts a live owner's claim is trusted for
+
+
+def test_a_damaged_claims_file_is_started_afresh_and_the_paid_answers_stay(tmp_path):
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server)
+        items = prepared(["what colour?"], model)
+        answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"), Budget(None), progress=False)
+        (tmp_path / "responses.sqlite.claims").write_bytes(b"not a database " * 100)
+        [again] = answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"),
+                             Budget(None), progress=False)
+        sent = len(server.requests)
+    assert again.cached and again.answer == "blue" and sent == 1
+    assert not list(tmp_path.glob("responses.sqlite.corrupt-*"))

@@ -1,13 +1,16 @@
 """Responses on disk, keyed by (base URL, request): an identical rerun makes no call and pays nothing.
 
 SQLite, so parallel sweep jobs and threads can share one file. Only successful answers are stored;
-a failed call is tried again next time."""
+a failed call is tried again next time. A request being paid for is claimed in a side file, so a job
+that needs the same answer at the same moment waits for it instead of paying for it again."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -37,6 +40,7 @@ class ResponseCache:
             Path(path).replace(aside)
             log.warning("response cache %s is unreadable (%s): moved aside to %s, starting an empty one", path, err, aside)
             self._open(path)
+        self._claims = _Claims(f"{path}.claims")
 
     def _open(self, path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
@@ -75,3 +79,66 @@ class ResponseCache:
         body = json.dumps(asdict(completion), ensure_ascii=False)
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, time.time(), body))
+
+    def claim(self, key: str, stale_s: float = 3600.0) -> bool:
+        """True when this thread may pay for `key`: no one else is asking for it now. A claim whose
+        owner died (same host, pid gone) or that is older than `stale_s` is taken over."""
+        return self._claims.take(key, stale_s)
+
+    def release(self, key: str) -> None:
+        self._claims.drop(key)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _alive(owner: str) -> bool:
+    host, pid, _ = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's process cannot be checked: only age frees its claim
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+class _Claims:
+    """Who is paying for which request right now, across processes. Hand-written: no maintained
+    library offers a cross-process single-flight lock keyed by string over a shared file. Its own file,
+    written without fsync: a claim needs no durability (a lost one costs at most a duplicate call), and
+    the answers' file keeps its full guarantees."""
+
+    def __init__(self, path: str):
+        self._lock = threading.Lock()
+        try:
+            self._open(path)
+        except sqlite3.DatabaseError:
+            Path(path).unlink()  # claims are worth nothing once their writers are gone
+            self._open(path)
+
+    def _open(self, path: str) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT, since REAL)")
+        self._db.execute("SELECT count(*) FROM claims").fetchone()
+
+    def take(self, key: str, stale_s: float) -> bool:
+        me, now = _owner(), time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT owner, since FROM claims WHERE key = ?", (key,)).fetchone()
+                free = row is None or row[0] == me or not _alive(row[0]) or now - row[1] > stale_s
+                if free:
+                    self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, me, now))
+            finally:
+                self._db.execute("COMMIT")
+        return free
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, _owner()))
