@@ -266,3 +266,25 @@ def test_a_damaged_claims_file_is_started_afresh_and_the_paid_answers_stay(tmp_p
         sent = len(server.requests)
     assert again.cached and again.answer == "blue" and sent == 1
     assert not list(tmp_path.glob("responses.sqlite.corrupt-*"))
+
+
+def test_a_question_waiting_on_another_jobs_claim_stops_when_the_run_is_interrupted(tmp_path):
+    import threading
+
+    from pipelines import interrupt
+
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server)
+        items = prepared(["what colour?"], model)
+        other = threading.Thread(target=response_cache.ResponseCache(tmp_path / "responses.sqlite").claim,
+                                 args=(items[0].cache_key,))
+        other.start()
+        other.join()  # a live owner (this process, another thread) holds the claim and never answers
+        threading.Timer(0.5, interrupt.request).start()
+        try:
+            [record] = answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"),
+                                  Budget(None), progress=False)
+        finally:
+            interrupt.reset()
+        sent = len(server.requests)
+    assert sent == 0 and record.status != "ok" and record.spent_usd == 0
