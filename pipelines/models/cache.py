@@ -117,7 +117,7 @@ class _Claims:
         try:
             self._open(path)
         except sqlite3.DatabaseError:
-            Path(path).unlink()  # claims are worth nothing once their writers are gone
+            Path(path).unlink()  # a damaged claims file holds nothing worth keeping: at worst a call is paid twice
             self._open(path)
 
     def _open(self, path: str) -> None:
