@@ -288,3 +288,39 @@ def test_a_question_waiting_on_another_jobs_claim_stops_when_the_run_is_interrup
             interrupt.reset()
         sent = len(server.requests)
     assert sent == 0 and record.status != "ok" and record.spent_usd == 0
+
+
+SAME_REQUEST = """
+import json, sys, time
+from pipelines.budget import Budget, paid_call
+from pipelines.models.cache import ResponseCache
+from pipelines.models.chat import ChatModel
+
+base_url, path, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+prices = json.loads(sys.argv[4])
+model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=4096, max_output_tokens=64,
+                  prices=prices, base_url=base_url, max_retries=0, timeout_s=30, stream=False)
+cache = ResponseCache(path)
+time.sleep(max(0.0, start - time.time()))  # both processes ask at the same moment, imports done
+done = paid_call(model, [{"role": "user", "content": "Question: what colour?"}], "same-key", cache, Budget(None))
+print(json.dumps({"answer": done.answer, "cached": done.cached, "cost": done.cost_usd}))
+"""
+
+
+def test_two_processes_asking_the_same_request_at_once_are_billed_once(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    with FakeOpenAI(lambda q: "blue", latency_s=2.0, prices=PRICES) as server:
+        start = time.time() + 8  # after both interpreters have imported the package
+        procs = [subprocess.Popen([sys.executable, "-c", SAME_REQUEST, server.base_url, str(tmp_path / "responses.sqlite"),
+                                   str(start), json.dumps(PRICES)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        billed, sent = server.billed_usd, len(server.requests)
+    assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in outs]
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert sent == 1 and [g["answer"] for g in got] == ["blue", "blue"]
+    assert sorted(g["cached"] for g in got) == [False, True]
+    assert billed == pytest.approx(next(g["cost"] for g in got if not g["cached"]), rel=1e-9)
