@@ -276,16 +276,29 @@ def test_a_question_waiting_on_another_jobs_claim_stops_when_the_run_is_interrup
     with FakeOpenAI(lambda q: "blue") as server:
         model = model_for(server)
         items = prepared(["what colour?"], model)
-        other = threading.Thread(target=response_cache.ResponseCache(tmp_path / "responses.sqlite").claim,
-                                 args=(items[0].cache_key,))
+        # The owner stays alive and never answers: a thread that has ended could hand its id to the
+        # runner's thread, which would then own the claim itself.
+        claimed, hold = threading.Event(), threading.Event()
+
+        def owner():
+            response_cache.ResponseCache(tmp_path / "responses.sqlite").claim(items[0].cache_key)
+            claimed.set()
+            hold.wait(60)
+
+        other = threading.Thread(target=owner)
         other.start()
-        other.join()  # a live owner (this process, another thread) holds the claim and never answers
-        threading.Timer(0.5, interrupt.request).start()
+        assert claimed.wait(30)
+        stop = threading.Timer(0.5, interrupt.request)
+        stop.start()
         try:
             [record] = answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"),
                                   Budget(None), progress=False)
         finally:
-            interrupt.reset()
+            stop.cancel()
+            stop.join()
+            interrupt.reset()  # after the timer is done, or it would stop every later test's calls
+            hold.set()
+            other.join()
         sent = len(server.requests)
     assert sent == 0 and record.status != "ok" and record.spent_usd == 0
 
