@@ -337,3 +337,21 @@ def test_two_processes_asking_the_same_request_at_once_are_billed_once(tmp_path)
     assert sent == 1 and [g["answer"] for g in got] == ["blue", "blue"]
     assert sorted(g["cached"] for g in got) == [False, True]
     assert billed == pytest.approx(next(g["cost"] for g in got if not g["cached"]), rel=1e-9)
+
+
+def test_a_paid_answer_stays_ok_when_its_claim_cannot_be_released(tmp_path, monkeypatch, caplog):
+    import sqlite3
+
+    def locked(self, key):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(response_cache._Claims, "drop", locked)
+    with FakeOpenAI(lambda q: "blue", prices=PRICES) as server:
+        model = model_for(server)
+        items = prepared(["what colour?"], model)
+        [record] = answer_all(items, model, [], response_cache.ResponseCache(tmp_path / "responses.sqlite"),
+                              Budget(None), progress=False)
+        billed = server.billed_usd
+    assert record.status == "ok" and record.answer == "blue"
+    assert billed > 0 and record.spent_usd == pytest.approx(billed, rel=1e-9)
+    assert "database is locked" in caplog.text
