@@ -10,13 +10,13 @@ import hashlib
 import logging
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from pipelines.ledger import HOST, _alive as pid_alive
 from pipelines.models.chat import Completion
 from pipelines.models.usage import Usage
 
@@ -95,20 +95,13 @@ class ResponseCache:
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    return f"{HOST}:{os.getpid()}:{threading.get_ident()}"
 
 
 def _alive(owner: str) -> bool:
     host, pid, _ = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return True  # another machine's process cannot be checked: only age frees its claim
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+    # Another machine's process cannot be checked: only age frees its claim.
+    return host != HOST or not pid.isdigit() or pid_alive(int(pid))
 
 
 class _Claims:
