@@ -48,6 +48,7 @@ def _count_long(text: str) -> int:
 def _clear() -> None:
     _count_short.cache_clear()
     _count_long.cache_clear()
+    _seam_of.cache_clear()
 
 
 count.cache_clear = _clear  # as functools' memoised functions have it (tests start from a cold memo)
@@ -72,8 +73,8 @@ def around(prefix: str, text: str, n: int, suffix: str) -> Counted:
     newline before text's non-space start) is not encoded at all. A text with no seam where one is
     needed (a single word) is encoded whole."""
     whole = prefix + text + suffix
-    start = 0 if not prefix or _joins(prefix, text) else _seam(text, first=True)
-    end = len(text) if not suffix else _seam(text, first=False)
+    start = 0 if not prefix or _joins(prefix, text) else _seam_of(text, True)
+    end = len(text) if not suffix else _seam_of(text, False)
     if start is None or end is None:
         return Counted(whole, count(whole))
     head, tail = text[:start], text[end:]  # start <= end: the first seam is never after the last
@@ -83,6 +84,15 @@ def around(prefix: str, text: str, n: int, suffix: str) -> Counted:
 def _joins(left: str, right: str) -> bool:
     """An exact seam between two texts: a newline, then a non-space character (see count_parts)."""
     return left.endswith("\n") and right[:1] != "" and not right[0].isspace()
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _seam_of(text: str, first: bool) -> int | None:
+    # Memoised: hybrid gives the same whole documents to many questions, and each prompt is counted
+    # twice (its context, then the whole prompt). A document's text is one string object for the run,
+    # whose hash Python keeps, so a lookup does not read the text. Sized for a chunk each of a large
+    # corpus (a matched budget counts every chunk around its label for every question).
+    return _seam(text, first)
 
 
 def _seam(text: str, first: bool) -> int | None:
