@@ -68,17 +68,27 @@ class Budget:
                 self._spent += actual_usd
 
     def ratio(self, model: str) -> float | None:
-        return self.ledger.ratio(model) if self.ledger else self._ratios.get(model)
+        if not self.ledger:
+            return self._ratios.get(model)
+        shared = self.ledger.ratio(model)
+        if shared is not None:
+            with self._lock:
+                self._ratios[model] = max(shared, self._ratios.get(model, 0.0))
+        return shared
 
     def observe(self, model: str, estimated: int, billed: int) -> None:
         if estimated <= 0 or billed <= 0:
             return
         ratio = billed / estimated
+        with self._lock:
+            # The ledger keeps the maximum of every job's observations: one no higher than what this job
+            # has read or written cannot change it, and is not written (a transaction per question, on
+            # PostgreSQL a round trip). `_ratios` is then the largest this job knows the ledger holds.
+            if ratio <= self._ratios.get(model, 0.0):
+                return
+            self._ratios[model] = ratio
         if self.ledger:
             self.ledger.observe_ratio(model, ratio)
-        else:
-            with self._lock:
-                self._ratios[model] = max(ratio, self._ratios.get(model, 0.0))
 
 
 class BudgetStop(Exception):

@@ -48,20 +48,28 @@ def context_tokens(context: Context) -> int:
     return tokens.count_parts(_context_parts(context))
 
 
-def _context_parts(context: Context, after: str = "") -> list[str]:
+def _context_parts(context: Context, after: str = "", inner: list[str] | None = None) -> list[str]:
     """render_context's text (then `after`) in parts that repeat across questions: each block's label,
-    then its text with the separator; one part counted from the text's known count where it has one."""
-    parts = []
-    for i, b in enumerate(context.blocks):
-        suffix = SEPARATOR if i + 1 < len(context.blocks) else after
-        if b.tokens is None:
-            parts += [f"[{b.label}]\n", b.text + suffix]
-        else:
-            parts.append(tokens.around(f"[{b.label}]\n", b.text, b.tokens, suffix))
-    return parts
+    then its text with the separator; one part counted from the text's known count where it has one.
+    `inner`: the parts of every block but the last, when already made (they do not depend on `after`)."""
+    if not context.blocks:
+        return []
+    inner = _inner_parts(context) if inner is None else inner
+    return inner + _block_parts(context.blocks[-1], after)
 
 
-def _prompt_tokens(context: Context, question: str, system: str, template: str) -> int | None:
+def _inner_parts(context: Context) -> list[str]:
+    return [part for b in context.blocks[:-1] for part in _block_parts(b, SEPARATOR)]
+
+
+def _block_parts(b, suffix: str) -> list[str]:
+    if b.tokens is None:
+        return [f"[{b.label}]\n", b.text + suffix]
+    return [tokens.around(f"[{b.label}]\n", b.text, b.tokens, suffix)]
+
+
+def _prompt_tokens(context: Context, question: str, system: str, template: str,
+                   inner: list[str] | None = None) -> int | None:
     """cl100k tokens of the prompt's text (system, newline, the filled template), from its parts: the
     documents' counts are shared by every question that has them."""
     mark = "\x00context\x00"
@@ -72,7 +80,7 @@ def _prompt_tokens(context: Context, question: str, system: str, template: str) 
     lead = lead[0] + lead[1]  # the tail's leading white space up to its last newline, put with the last block
     if context.blocks:
         tail = tail[len(lead):]
-    parts = _context_parts(context, lead)
+    parts = _context_parts(context, lead, inner)
     return tokens.count_parts([(system + "\n" if system else "") + head, *parts, tail])
 
 
@@ -133,10 +141,11 @@ def build(context: Context, question: str, system: str, template: str, budget: i
     if policy not in POLICIES:
         raise ValueError(f"prompt.overflow must be one of {POLICIES}, got {policy!r}")
     text = render_context(context)
-    n = context_tokens(context)
+    inner = _inner_parts(context)  # counted once for both counts below, which differ after the last block
+    n = tokens.count_parts(_context_parts(context, "", inner))
     if n <= budget:
         return Prompt(messages(system, template, text, question), n, 0, "ok",
-                      _prompt_tokens(context, question, system, template))
+                      _prompt_tokens(context, question, system, template, inner))
     if policy == "skip":
         return Prompt([], n, 0, "skipped")
     cut, dropped = fit(text, budget)

@@ -245,3 +245,30 @@ def test_a_csv_with_an_unbalanced_quote_is_one_line_naming_where_it_opens(tmp_pa
     result = run_pipeline([*dataset_overrides(corpus), "strategy=rag", "model.base_url=http://127.0.0.1:9/v1",
                            "model.local_server=null"], cwd=tmp_path, timeout=120)
     assert_one_line_error(result, f"{questions}:3", "quote")
+
+
+def test_the_shared_token_ratio_is_written_only_when_it_rises(tmp_path):
+    """The billed/estimated token ratio (what a worst case multiplies by) is a maximum shared by every job
+    on the ledger. It was written in a transaction of its own after every call: on PostgreSQL a round trip
+    per question for a value that rarely moves. Written when it rises above what this job already knows
+    (read or written); the stored maximum is the same as writing every observation."""
+    from pipelines.ledger import Ledger
+
+    path = tmp_path / "ledger.sqlite"
+    first, other = Ledger(path, "a"), Ledger(path, "b")
+    writes = []
+    real = Ledger.observe_ratio
+    first.observe_ratio = lambda model, ratio: writes.append(ratio) or real(first, model, ratio)
+    budget = Budget(None, first)
+    for estimated, billed in [(100, 120), (100, 110), (100, 130), (200, 260), (100, 100), (50, 70)]:
+        budget.observe("m", estimated, billed)
+    assert writes == [1.2, 1.3, 1.4]  # 1.1, a second 1.3 and 1.0 were below the maximum already written
+    assert other.ratio("m") == pytest.approx(1.4)
+
+    other.observe_ratio("m", 1.6)  # another job saw more
+    second = Budget(None, first)
+    writes.clear()
+    assert second.ratio("m") == pytest.approx(1.6)
+    second.observe("m", 100, 150)  # under what it read: nothing to write
+    second.observe("m", 100, 170)
+    assert writes == [1.7] and other.ratio("m") == pytest.approx(1.7)

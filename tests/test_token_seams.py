@@ -239,3 +239,22 @@ def test_parts_are_joined_by_their_counts_only_where_the_joined_text_encodes_as_
             assert enc.encode(left + right, disallowed_special=()) == (
                 enc.encode(left, disallowed_special=()) + enc.encode(right, disallowed_special=())), (left, right)
     assert joined > 500  # the rule was exercised, not skipped
+
+
+def test_a_prompt_counts_each_of_its_documents_around_once(texts, monkeypatch):
+    """A built prompt is counted twice (its context alone, for the budget; the whole prompt, for the
+    reservation), and the two differ only after the last document: every other document was counted
+    around its label again for the second. Now once each, plus the last one again with the prompt's tail.
+    The counts stay tiktoken's."""
+    docs = [t for t in texts if len(t) > 5_000][:4]
+    calls = []
+    real = tokens.around
+    monkeypatch.setattr(tokens, "around", lambda *a: calls.append(a[1]) or real(*a))
+    blocks = tuple(Block(f"doc{i}.txt", d, tokens.count(d)) for i, d in enumerate(docs))
+    for template in ("Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:", "{question}\n{context}"):
+        calls.clear()
+        p = prompts.build(Context(blocks, (), ()), "How much?", "System.", template, 10**6, "truncate")
+        enc = tokens.encoding()
+        assert p.context_tokens == len(enc.encode(prompts.render_context(Context(blocks, (), ())), disallowed_special=()))
+        assert p.token_count() == len(enc.encode(p.text, disallowed_special=()))
+        assert len(calls) == len(docs) + 1 and calls[-1] is docs[-1]
