@@ -69,7 +69,7 @@ class QuestionRecord:
 
     def row(self) -> dict:
         """Flat row for the per-question table: lists joined, scores as their own columns."""
-        # Read, not dataclasses.asdict: that deep-copies every field (~0.5 ms a row, for every row each
+        # Read, not dataclasses.asdict: that deep-copies every field (~0.07 ms a row against 0.007, for every row each
         # time the rows so far are logged), and these fields are immutable.
         out = {name: getattr(self, name) for name in _FIELDS}
         scores = out.pop("scores")

@@ -88,10 +88,11 @@ def _joins(left: str, right: str) -> bool:
 
 @functools.lru_cache(maxsize=1 << 15)
 def _seam_of(text: str, first: bool) -> int | None:
-    # Memoised: hybrid gives the same whole documents to many questions, and each prompt is counted
-    # twice (its context, then the whole prompt). A document's text is one string object for the run,
-    # whose hash Python keeps, so a lookup does not read the text. Sized for a chunk each of a large
-    # corpus (a matched budget counts every chunk around its label for every question).
+    # Memoised: hybrid gives the same whole documents to many questions, and a prompt's last document
+    # is counted twice (with the context's end, then with the prompt's tail). A document's text is one
+    # string object for the run, whose hash Python keeps, so a lookup does not read the text. Sized for
+    # a chunk each of a large corpus (a matched budget counts every chunk around its label for every
+    # question); it holds the texts it has seen, as the count memos do.
     return _seam(text, first)
 
 
