@@ -9,6 +9,12 @@ dollars. A reservation left open by a process that died (kill -9) counts as spen
 the provider may have billed it. Its request key is kept, so a rerun can say how many of those calls
 it sends again.
 
+The file serves every command run with the same cache folder, so it keeps growing: a call's work must
+not grow with it. Open rows are found through an index on their state, and each scope keeps the sum of
+its settled calls in `totals`, updated in the transaction that settles them, so a reservation sums only
+the calls in flight and the (rare) orphaned ones. A scope written before `totals` existed (a resumed
+run) gets its row from one sum over its history, when a ledger is first opened on it.
+
 Written by hand because no maintained library offers a cross-process money counter; SQLite is
 already how the response cache and MLflow store are shared."""
 
@@ -46,7 +52,12 @@ class Ledger:
                 "CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, scope TEXT, host TEXT, pid INTEGER,"
                 " key TEXT, reserved REAL, actual REAL, state TEXT, created REAL)")
             self._db.execute("CREATE INDEX IF NOT EXISTS by_scope ON reservations (scope, state)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_state ON reservations (state, host, pid)")
             self._db.execute("CREATE TABLE IF NOT EXISTS ratios (model TEXT PRIMARY KEY, ratio REAL, n INTEGER)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS totals (scope TEXT PRIMARY KEY, settled REAL)")
+        self._tx(lambda db: db.execute(
+            "INSERT OR IGNORE INTO totals SELECT ?, COALESCE(SUM(actual), 0) FROM reservations WHERE scope = ? "
+            "AND state = 'settled'", (scope, scope)))
 
     def _tx(self, fn):
         with self._lock:
@@ -70,10 +81,13 @@ class Ledger:
     def committed(self, db=None) -> float:
         """Spent plus reserved in this scope."""
         db = db or self._db
-        (total,) = db.execute(
-            "SELECT COALESCE(SUM(CASE WHEN state = 'open' THEN reserved ELSE actual END), 0) FROM reservations "
-            "WHERE scope = ?", (self.scope,)).fetchone()
-        return total
+        (unsettled,) = db.execute("SELECT COALESCE(SUM(reserved), 0) FROM reservations WHERE scope = ? AND state IN "
+                                  "('open', 'orphaned')", (self.scope,)).fetchone()
+        return self._settled(db) + unsettled
+
+    def _settled(self, db) -> float:
+        (settled,) = db.execute("SELECT settled FROM totals WHERE scope = ?", (self.scope,)).fetchone()
+        return settled
 
     def reserve(self, usd: float, max_usd: float | None, key: str = "") -> int | None:
         """A reservation id, or None when `usd` more could pass `max_usd`."""
@@ -88,14 +102,21 @@ class Ledger:
         return self._tx(take)
 
     def settle(self, reservation: int, actual_usd: float) -> None:
-        self._tx(lambda db: db.execute("UPDATE reservations SET actual = ?, state = 'settled' WHERE id = ?",
-                                       (actual_usd, reservation)))
+        def close(db):
+            scope, state, before = db.execute("SELECT scope, state, actual FROM reservations WHERE id = ?",
+                                              (reservation,)).fetchone()
+            db.execute("UPDATE reservations SET actual = ?, state = 'settled' WHERE id = ?", (actual_usd, reservation))
+            db.execute("UPDATE totals SET settled = settled + ? WHERE scope = ?",
+                       (actual_usd - (before if state == "settled" else 0.0), scope))
+
+        self._tx(close)
 
     def spent(self) -> float:
+        """Settled, plus calls of dead processes at their worst case."""
         with self._lock:
-            (total,) = self._db.execute("SELECT COALESCE(SUM(actual), 0) FROM reservations WHERE scope = ? "
-                                        "AND state != 'open'", (self.scope,)).fetchone()
-        return total
+            (orphaned,) = self._db.execute("SELECT COALESCE(SUM(actual), 0) FROM reservations WHERE scope = ? AND "
+                                           "state = 'orphaned'", (self.scope,)).fetchone()
+            return self._settled(self._db) + orphaned
 
     def orphaned_keys(self) -> set[str]:
         """Request keys that were in flight when some earlier process died (any scope)."""

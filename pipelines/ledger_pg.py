@@ -4,7 +4,8 @@ not share a disk (a Ray cluster): same tables and semantics as the SQLite ledger
 Each reservation is one transaction that locks its scope's row (`SELECT ... FOR UPDATE`), sums what
 the scope has committed and inserts only if the cap still holds, so workers on any machine never both
 take the last dollars. Open reservations of dead processes are reaped by a later process on the same
-host (only that host can tell whether a pid is alive), as in the SQLite ledger."""
+host (only that host can tell whether a pid is alive), as in the SQLite ledger, which also says why
+each scope keeps the sum of its settled calls (`scopes.settled`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import time
 from pipelines.ledger import HOST, _alive
 
 SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS scopes (scope TEXT PRIMARY KEY, settled DOUBLE PRECISION)",
     "CREATE TABLE IF NOT EXISTS reservations (id BIGSERIAL PRIMARY KEY, scope TEXT, host TEXT, pid INTEGER,"
     " key TEXT, reserved DOUBLE PRECISION, actual DOUBLE PRECISION, state TEXT, created DOUBLE PRECISION)",
     "CREATE INDEX IF NOT EXISTS by_scope ON reservations (scope, state)",
-    "CREATE TABLE IF NOT EXISTS scopes (scope TEXT PRIMARY KEY)",
+    "CREATE INDEX IF NOT EXISTS by_state ON reservations (state, host, pid)",
     "CREATE TABLE IF NOT EXISTS ratios (model TEXT PRIMARY KEY, ratio DOUBLE PRECISION, n INTEGER)",
 ]
 
@@ -38,9 +40,18 @@ class PgLedger:
         with self._lock, self._db, self._db.cursor() as cur:
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog: serialize it.
             cur.execute("SELECT pg_advisory_xact_lock(7201)")
+            # A ledger made before `scopes.settled`: ALTER TABLE locks the table whole even when the column is
+            # there (and, after the index statements' lock on reservations, deadlocked with reservations in
+            # flight), so it runs only when the column is missing, before anything else.
+            cur.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'scopes'")
+            if cur.fetchone()[0] == 1:
+                cur.execute("ALTER TABLE scopes ADD COLUMN settled DOUBLE PRECISION")
             for statement in SCHEMA:
                 cur.execute(statement)
-            cur.execute("INSERT INTO scopes VALUES (%s) ON CONFLICT DO NOTHING", (scope,))
+            cur.execute("INSERT INTO scopes VALUES (%s, 0) ON CONFLICT DO NOTHING", (scope,))
+            # A scope written before `settled` existed (a resumed run) gets it from one sum over its history.
+            cur.execute("UPDATE scopes SET settled = (SELECT COALESCE(SUM(actual), 0) FROM reservations WHERE "
+                        "scope = %s AND state = 'settled') WHERE scope = %s AND settled IS NULL", (scope, scope))
 
     def _tx(self, fn):
         with self._lock, self._db, self._db.cursor() as cur:  # commits, or rolls back on an exception
@@ -57,8 +68,13 @@ class PgLedger:
         """Spent plus reserved in this scope."""
         if cur is None:
             return self._tx(self.committed)
-        cur.execute("SELECT COALESCE(SUM(CASE WHEN state = 'open' THEN reserved ELSE actual END), 0) "
-                    "FROM reservations WHERE scope = %s", (self.scope,))
+        cur.execute("SELECT COALESCE(SUM(reserved), 0) FROM reservations WHERE scope = %s AND state IN "
+                    "('open', 'orphaned')", (self.scope,))
+        (unsettled,) = cur.fetchone()
+        return self._settled(cur) + unsettled
+
+    def _settled(self, cur) -> float:
+        cur.execute("SELECT settled FROM scopes WHERE scope = %s", (self.scope,))
         return cur.fetchone()[0]
 
     def reserve(self, usd: float, max_usd: float | None, key: str = "") -> int | None:
@@ -76,14 +92,22 @@ class PgLedger:
         return self._tx(take)
 
     def settle(self, reservation: int, actual_usd: float) -> None:
-        self._tx(lambda cur: cur.execute("UPDATE reservations SET actual = %s, state = 'settled' WHERE id = %s",
-                                         (actual_usd, reservation)))
+        def close(cur):
+            cur.execute("SELECT scope, state, actual FROM reservations WHERE id = %s", (reservation,))
+            scope, state, before = cur.fetchone()
+            cur.execute("UPDATE reservations SET actual = %s, state = 'settled' WHERE id = %s", (actual_usd, reservation))
+            cur.execute("UPDATE scopes SET settled = settled + %s WHERE scope = %s",
+                        (actual_usd - (before if state == "settled" else 0.0), scope))
+
+        self._tx(close)
 
     def spent(self) -> float:
+        """Settled, plus calls of dead processes at their worst case."""
         def total(cur):
-            cur.execute("SELECT COALESCE(SUM(actual), 0) FROM reservations WHERE scope = %s AND state != 'open'",
+            cur.execute("SELECT COALESCE(SUM(actual), 0) FROM reservations WHERE scope = %s AND state = 'orphaned'",
                         (self.scope,))
-            return cur.fetchone()[0]
+            (orphaned,) = cur.fetchone()
+            return self._settled(cur) + orphaned
 
         return self._tx(total)
 

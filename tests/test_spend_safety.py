@@ -272,3 +272,44 @@ def test_the_shared_token_ratio_is_written_only_when_it_rises(tmp_path):
     second.observe("m", 100, 150)  # under what it read: nothing to write
     second.observe("m", 100, 170)
     assert writes == [1.7] and other.ratio("m") == pytest.approx(1.7)
+
+
+def _ledger_steps(ledger, calls: int = 20) -> int:
+    """SQLite virtual-machine steps (in hundreds) that `calls` reserve + settle pairs take: a count of the
+    work done, the same on a loaded machine as on a quiet one."""
+    steps = [0]
+    ledger._db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 100)
+    for _ in range(calls):
+        ledger.settle(ledger.reserve(0.01, 1e6, "k"), 0.005)
+    ledger._db.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_a_calls_ledger_work_does_not_grow_with_the_ledgers_history(tmp_path):
+    """The ledger is one file for every command run with the same cache folder, so it keeps growing.
+    Each reservation searched the whole table for open rows of dead processes and summed every row of
+    its scope: with 100k past calls in the file, 6 CPU-ms per call (benchmarks/ledger.py), and over
+    one long capped run, quadratic. The history here: 20,000 settled calls of earlier commands, 5,000 of
+    this scope (a resumed run) and one call left open by a process that died."""
+    from pipelines.ledger import Ledger
+
+    baseline = _ledger_steps(Ledger(tmp_path / "fresh.sqlite", "run"))
+    path = tmp_path / "used.sqlite"
+    seed = Ledger(path, "seed")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    rows = [(f"old-{i // 1000}", "settled", 0.01, 1) for i in range(20_000)]
+    rows += [("run", "settled", 0.01, 1) for _ in range(5_000)] + [("run", "open", 0.5, int(dead.stdout))]
+    from pipelines.ledger import HOST
+
+    seed._db.execute("BEGIN")
+    seed._db.executemany("INSERT INTO reservations (scope, host, pid, key, reserved, actual, state, created) "
+                         "VALUES (?, ?, ?, 'k', ?, CASE WHEN ? = 'open' THEN 0 ELSE ? END, ?, 0)",
+                         [(scope, HOST, pid, usd, state, usd, state) for scope, state, usd, pid in rows])
+    seed._db.execute("COMMIT")
+    used = Ledger(path, "run")
+    steps = _ledger_steps(used)
+    assert steps < 2 * baseline + 20
+    # Totals stay exact: this scope's history, the dead process's call at its worst case, the 20 new calls.
+    assert used.spent() == pytest.approx(5_000 * 0.01 + 0.5 + 20 * 0.005)
+    assert used.committed() == pytest.approx(used.spent())
+    assert Ledger(path, "old-3").spent() == pytest.approx(1_000 * 0.01)

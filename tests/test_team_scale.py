@@ -337,3 +337,37 @@ def test_a_sweep_sends_the_ray_token_when_one_is_at_hand(tmp_path, monkeypatch):
     elsewhere = {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}
     ray_auth.use_token_if_available(elsewhere)
     assert "RAY_AUTH_MODE" not in elsewhere
+
+
+def test_the_postgres_ledger_keeps_exact_totals_over_its_history(postgres_uri):
+    """As in SQLite (test_a_calls_ledger_work_does_not_grow_with_the_ledgers_history), a scope's settled
+    calls are one running total: it must agree with the history a resumed scope brings (summed once when
+    the scope is opened on a ledger made by an earlier version), with a dead process's call counted at
+    its worst case, and with the calls settled since."""
+    import psycopg2
+
+    from pipelines.ledger import HOST, open_ledger
+
+    admin = psycopg2.connect(f"{postgres_uri}/ledger".replace("+psycopg2", ""))
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE history")
+    admin.close()
+    uri = f"{postgres_uri}/history"
+    with psycopg2.connect(uri.replace("+psycopg2", "")) as db, db.cursor() as cur:  # the tables before the total
+        cur.execute("CREATE TABLE reservations (id BIGSERIAL PRIMARY KEY, scope TEXT, host TEXT, pid INTEGER, key TEXT,"
+                    " reserved DOUBLE PRECISION, actual DOUBLE PRECISION, state TEXT, created DOUBLE PRECISION)")
+        cur.execute("CREATE TABLE scopes (scope TEXT PRIMARY KEY)")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    rows = [("history-old", "settled", 0.01, 1)] * 2_000 + [("history-run", "settled", 0.01, 1)] * 500
+    rows += [("history-run", "open", 0.5, int(dead.stdout))]
+    with psycopg2.connect(uri.replace("+psycopg2", "")) as db, db.cursor() as cur:
+        cur.executemany("INSERT INTO reservations (scope, host, pid, key, reserved, actual, state, created) "
+                        "VALUES (%s, %s, %s, 'k', %s, %s, %s, 0)",
+                        [(scope, HOST, pid, usd, 0 if state == "open" else usd, state) for scope, state, usd, pid in rows])
+        cur.execute("INSERT INTO scopes VALUES ('history-run')")
+    ledger = open_ledger(uri, None, "history-run")
+    for _ in range(20):
+        ledger.settle(ledger.reserve(0.01, 1e6, "k"), 0.005)
+    assert ledger.spent() == pytest.approx(500 * 0.01 + 0.5 + 20 * 0.005)
+    assert ledger.committed() == pytest.approx(ledger.spent())
+    assert ledger.reserve(1.0, ledger.spent() + 0.99) is None  # the cap counts the history
