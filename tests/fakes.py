@@ -145,7 +145,7 @@ class FakeOpenAI:
                     return self._raw(200, b'{"id": "x", "choices": [', "application/json")
                 if body.get("stream"):
                     return self._stream(body, answer, reasoning, usage, cut="CUT" in question,
-                                        empty="NOCHOICE" in question)
+                                        empty="NOCHOICE" in question, error="STREAMERROR" in question)
                 if "NOCHOICE" in question:
                     return self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
                                             "model": fake.served_model or body["model"], "choices": [], "usage": usage})
@@ -155,7 +155,7 @@ class FakeOpenAI:
                 self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": fake.served_model or body["model"],
                                  "choices": [{"index": 0, "finish_reason": "stop", "message": message}], "usage": usage})
 
-            def _stream(self, body, answer, reasoning, usage, cut, empty=False):
+            def _stream(self, body, answer, reasoning, usage, cut, empty=False, error=False):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -167,6 +167,10 @@ class FakeOpenAI:
                 for i, delta in enumerate(deltas):
                     time.sleep(fake.chunk_delay_s)
                     self._chunk({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                    if error and i == len(deltas) // 2:  # an error event, as providers send when overloaded
+                        self._chunk({"error": {"message": "overloaded, try again", "type": "server_error"}})
+                        self._write_chunk(b"")
+                        return
                     if cut and i == len(deltas) // 2:
                         self.wfile.write(b"5\r\ndata:")  # half an event, then the connection drops
                         self.wfile.flush()

@@ -44,6 +44,7 @@ def test_retries_on_429_500_and_timeouts_are_counted(stream):
     ("FAIL", True, 3, "500 500 500", "InternalServerError"),
     ("BADJSON", False, 1, "200", ""),
     ("CUT", True, 1, "200", ""),
+    ("STREAMERROR", True, 1, "200", "overloaded, try again"),  # the provider's error event, mid-stream
 ])
 def test_final_failures_are_recorded_rows_with_every_attempt(question, stream, attempts, log, error):
     with FakeOpenAI(lambda q: "the sky is blue today as always") as server:

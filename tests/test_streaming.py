@@ -33,6 +33,26 @@ def test_the_client_hands_over_the_growing_answer_and_reasoning():
     assert texts[-1].strip() == done.answer == ANSWER
 
 
+def test_a_streamed_answer_is_read_without_an_sdk_object_per_chunk(monkeypatch):
+    """A provider streams about one chunk per token, and the SDK's Stream builds a pydantic object for
+    each: ~0.2 CPU-ms a chunk (benchmarks/streaming.py), so a 300-token answer cost ~60 CPU-ms, more than
+    the rest of the question, and 16 in flight kept a core busy. The SDK still sends the request, retries
+    it and raises for its status; the events are decoded by httpx-sse and each chunk is plain JSON."""
+    from openai.types.chat import ChatCompletionChunk
+
+    built = []
+    real = ChatCompletionChunk.construct.__func__
+    monkeypatch.setattr(ChatCompletionChunk, "construct",
+                        classmethod(lambda cls, *a, **kw: built.append(1) or real(cls, *a, **kw)))
+    answer = " ".join(f"word{i}" for i in range(198)) + " kilomètres 公里"  # UTF-8 in chunks
+    with FakeOpenAI(lambda q: answer, reasoning_for=lambda q: "Count them.") as server:
+        server.served_model = "fake-1-0125"
+        done = model_for(server).complete([{"role": "user", "content": "Question: how many?"}])
+    assert (done.answer, done.reasoning, done.finish_reason) == (answer, "Count them.", "stop")
+    assert (done.usage.output_tokens, done.response_model) == (200, "fake-1-0125")
+    assert built == []
+
+
 def test_the_runner_passes_each_questions_text_through():
     seen = {}
     with FakeOpenAI(lambda q: ANSWER) as server:

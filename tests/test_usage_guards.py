@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from fakes import FakeOpenAI
 from pipelines.models.chat import CallFailed, ChatModel
 from pipelines.models.usage import Prices, Usage, cost_usd
 
@@ -34,17 +35,19 @@ def test_whole_response_without_choices_is_a_clear_error():
         _model(False, lambda **kw: response).complete([{"role": "user", "content": "q"}])
 
 
+def _served(server) -> ChatModel:
+    return ChatModel("m", "p", "m-id", 1000, 10, PRICES, base_url=server.base_url, stream=True, max_retries=0)
+
+
 def test_stream_without_choices_is_a_clear_error():
-    chunks = [SimpleNamespace(choices=[], usage=_usage())]
-    with pytest.raises(CallFailed, match="no choices"):
-        _model(True, lambda **kw: iter(chunks)).complete([{"role": "user", "content": "q"}])
+    with FakeOpenAI(lambda q: "hi") as server, pytest.raises(CallFailed, match="no choices"):
+        _served(server).complete([{"role": "user", "content": "Question: NOCHOICE q"}])
 
 
 def test_stream_without_usage_does_not_advise_stream_false():
-    delta = SimpleNamespace(content="hi", reasoning_content=None)
-    chunks = [SimpleNamespace(choices=[SimpleNamespace(delta=delta, finish_reason="stop")], usage=None)]
-    with pytest.raises(CallFailed) as err:
-        _model(True, lambda **kw: iter(chunks)).complete([{"role": "user", "content": "q"}])
+    with FakeOpenAI(lambda q: "hi", usage_for=lambda prompt, answer: None) as server:
+        with pytest.raises(CallFailed) as err:
+            _served(server).complete([{"role": "user", "content": "Question: q"}])
     assert "usage" in str(err.value) and "stream=false" not in str(err.value)
 
 

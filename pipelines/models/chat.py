@@ -167,24 +167,28 @@ class ChatModel:
         return replace(done, response_model=served[0], system_fingerprint=served[1])
 
     def _streamed(self, client, messages, start, attempts, on_text=None) -> Completion:
-        stream = client.chat.completions.create(**self.request(messages), stream=True,
-                                                stream_options={"include_usage": True})
+        # The SDK's own Stream builds a pydantic object per chunk, ~0.2 CPU-ms each, and a provider sends
+        # about one chunk per token: more CPU than the rest of a question (benchmarks/streaming.py). The SDK
+        # still sends the request, retries it and raises for its status; httpx-sse decodes the events.
         answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
         served = ["", ""]
-        for chunk in stream:
-            served = [getattr(chunk, "model", None) or served[0], getattr(chunk, "system_fingerprint", None) or served[1]]
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices:
-                seen_choice = True
-                text, thought = choice.delta.content or "", _reasoning(choice.delta)
-                if (text or thought) and ttft is None:
-                    ttft = time.perf_counter() - start
-                answer.append(text)
-                reasoning.append(thought)
-                finish = choice.finish_reason or finish
-                if on_text and (text or thought):
-                    on_text("".join(answer), "".join(reasoning))
+        with client.chat.completions.with_streaming_response.create(
+                **self.request(messages), stream=True, stream_options={"include_usage": True}) as response:
+            for chunk in _chunks(response.http_response):
+                served = [chunk.get("model") or served[0], chunk.get("system_fingerprint") or served[1]]
+                if chunk.get("usage") is not None:
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    seen_choice = True
+                    delta = choice.get("delta") or {}
+                    text, thought = delta.get("content") or "", delta.get("reasoning_content") or ""
+                    if (text or thought) and ttft is None:
+                        ttft = time.perf_counter() - start
+                    answer.append(text)
+                    reasoning.append(thought)
+                    finish = choice.get("finish_reason") or finish
+                    if on_text and (text or thought):
+                        on_text("".join(answer), "".join(reasoning))
         latency = time.perf_counter() - start
         if not seen_choice:
             raise Unbilled("the stream carried no choices: no answer (it may still have billed the call)")
@@ -203,6 +207,24 @@ class ChatModel:
         return Completion(answer=answer.strip(), usage=usage, cost_usd=call_cost(usage, self.prices, latency),
                           latency_s=latency, ttft_s=ttft, reasoning=reasoning.strip(), finish_reason=finish,
                           attempts=len(attempts), attempt_log=" ".join(attempts))
+
+
+def _chunks(response):
+    """The JSON chunks of a chat completion stream, until [DONE]; an error event raises as the SDK's
+    Stream does (openai/_streaming.py), with the provider's message."""
+    from httpx_sse import EventSource
+    from openai import APIError
+
+    for event in EventSource(response).iter_sse():
+        if event.data.startswith("[DONE]"):
+            return
+        data = event.json()
+        if isinstance(data, dict) and data.get("error"):
+            error = data["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise APIError(message if isinstance(message, str) and message else "An error occurred during streaming",
+                           request=response.request, body=error)
+        yield data
 
 
 def _reasoning(message) -> str:
