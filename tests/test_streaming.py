@@ -35,9 +35,9 @@ def test_the_client_hands_over_the_growing_answer_and_reasoning():
 
 def test_a_streamed_answer_is_read_without_an_sdk_object_per_chunk(monkeypatch):
     """A provider streams about one chunk per token, and the SDK's Stream builds a pydantic object for
-    each: ~0.2 CPU-ms a chunk (benchmarks/streaming.py), so a 300-token answer cost ~60 CPU-ms, more than
-    the rest of the question, and 16 in flight kept a core busy. The SDK still sends the request, retries
-    it and raises for its status; the events are decoded by httpx-sse and each chunk is plain JSON."""
+    each: ~0.05 CPU-ms a chunk, half of a streamed call's CPU (benchmarks/streaming.py: 31 CPU-ms for a
+    300-chunk answer, 17 without them). The SDK still sends the request, retries it and raises for its
+    status; the events are decoded by httpx-sse and each chunk is plain JSON."""
     from openai.types.chat import ChatCompletionChunk
 
     built = []

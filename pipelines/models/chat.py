@@ -167,8 +167,8 @@ class ChatModel:
         return replace(done, response_model=served[0], system_fingerprint=served[1])
 
     def _streamed(self, client, messages, start, attempts, on_text=None) -> Completion:
-        # The SDK's own Stream builds a pydantic object per chunk, ~0.2 CPU-ms each, and a provider sends
-        # about one chunk per token: more CPU than the rest of a question (benchmarks/streaming.py). The SDK
+        # The SDK's own Stream builds a pydantic object per chunk, ~0.05 CPU-ms each, and a provider sends
+        # about one chunk per token: half the CPU of a streamed call (benchmarks/streaming.py). The SDK
         # still sends the request, retries it and raises for its status; httpx-sse decodes the events.
         answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
         served = ["", ""]
