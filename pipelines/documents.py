@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +81,17 @@ def _load_one(path: Path, folder: Path, cache: Path, pdf_parser: str = "pypdf") 
         raise UserError(f"{path}: no extractable text (a scanned PDF needs OCR first)")
     n_tokens = tokens.count(text)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"parser": version, "text": text, "tokens": n_tokens}), encoding="utf-8")
-    tmp.replace(cached)  # atomic: an interrupted parse never leaves a half-written cache entry
+    # A temporary file of its own per writer: parallel sweep jobs parse the same file at once, and a
+    # shared `<digest>.tmp` was renamed away by one job under the other. The rename is atomic, so an
+    # interrupted parse never leaves a half-written entry and the last writer's (identical) entry wins.
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=cache, prefix=f"{digest}.", suffix=".tmp",
+                                     delete=False) as tmp:
+        json.dump({"parser": version, "text": text, "tokens": n_tokens}, tmp)
+    try:
+        os.replace(tmp.name, cached)
+    except OSError:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
     return Document(path.relative_to(folder).as_posix(), text, n_tokens, digest)
 
 

@@ -88,3 +88,27 @@ def test_missing_or_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no .pdf, .md or .txt files"):
         documents.load_documents(tmp_path / "empty", tmp_path / "cache")
+
+
+def test_two_processes_parsing_the_same_file_at_once_both_get_it(tmp_path, monkeypatch):
+    """Parallel sweep jobs share `.cache/parsed`: a second job that writes the same entry between the
+    first one's write and its rename must not take the first one's temporary file from under it (a
+    joblib sweep failed in CI with FileNotFoundError on `<digest>.tmp`)."""
+    import os
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("The same text, parsed by two jobs.", encoding="utf-8")
+    real_replace = os.replace
+    other_job = []
+
+    def replace_after_another_job(src, dst):
+        if not other_job:  # the other job parses, writes and renames while this one is about to rename
+            other_job.append(None)
+            other_job[0] = documents.load_documents(folder, tmp_path / "cache")[0]
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_another_job)
+    docs, _ = documents.load_documents(folder, tmp_path / "cache")
+    assert [d.text for d in docs] == [d.text for d in other_job[0]] == ["The same text, parsed by two jobs."]
+    assert sorted(p.name for p in (tmp_path / "cache" / "parsed").iterdir()) == [f"{docs[0].sha256}.json"]
