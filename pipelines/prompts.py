@@ -21,6 +21,9 @@ class Prompt:
     dropped_tokens: int  # cl100k tokens cut from the middle by `truncate` (0 otherwise)
     status: str  # ok | truncated | skipped
     n_tokens: int | None = None  # cl100k tokens of `text`, when `build` counted them from its parts
+    # The last message's content in pieces whose join is that content, documents' texts whole (the same
+    # objects for every question that has them): the response-cache key escapes each document once.
+    parts: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -84,6 +87,19 @@ def _prompt_tokens(context: Context, question: str, system: str, template: str,
     return tokens.count_parts([(system + "\n" if system else "") + head, *parts, tail])
 
 
+def _content_parts(context: Context, question: str, template: str) -> tuple[str, ...]:
+    """The user message's content (the filled template) in pieces; () when the template does not hold
+    the context exactly once."""
+    mark = "\x00context\x00"
+    pieces = template.format(context=mark, question=question).split(mark)
+    if len(pieces) != 2 or mark in question:
+        return ()
+    inner = []
+    for i, b in enumerate(context.blocks):
+        inner += [SEPARATOR + f"[{b.label}]\n" if i else f"[{b.label}]\n", b.text]
+    return (pieces[0], *inner, pieces[1])
+
+
 def messages(system: str, template: str, context_text: str, question: str) -> list[dict]:
     out = [{"role": "system", "content": system}] if system else []
     return out + [{"role": "user", "content": template.format(context=context_text, question=question)}]
@@ -145,7 +161,8 @@ def build(context: Context, question: str, system: str, template: str, budget: i
     n = tokens.count_parts(_context_parts(context, "", inner))
     if n <= budget:
         return Prompt(messages(system, template, text, question), n, 0, "ok",
-                      _prompt_tokens(context, question, system, template, inner))
+                      _prompt_tokens(context, question, system, template, inner),
+                      _content_parts(context, question, template))
     if policy == "skip":
         return Prompt([], n, 0, "skipped")
     cut, dropped = fit(text, budget)

@@ -53,7 +53,7 @@ def _prepared(question, step, strategy, corpus, model, prompt_cfg, context_token
     record, prompt, context = prepare(question, step.strategy, corpus, model, prompt_cfg, context_tokens, step.instruction)
     route = step.name if multi else ""
     record = replace(record, strategy=strategy.name, route=route)
-    key = response_cache.key(model.endpoint, model.request(prompt.messages)) if prompt else ""
+    key = response_cache.key(model.endpoint, model.request(prompt.messages), prompt.parts) if prompt else ""
     texts = tuple(b.text for b in context.blocks) if context else None
     return Prepared(question, record, prompt, key, texts, route, step.model, strategy)
 

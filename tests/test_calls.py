@@ -356,3 +356,75 @@ def test_a_paid_answer_stays_ok_when_its_claim_cannot_be_released(tmp_path, monk
     assert record.status == "ok" and record.answer == "blue"
     assert billed > 0 and record.spent_usd == pytest.approx(billed, rel=1e-9)
     assert "database is locked" in caplog.text
+
+
+def _documents(texts):
+    from pipelines import tokens
+    from pipelines.documents import Document
+
+    return [Document(f"doc{i}.txt", t, tokens.count(t), f"sha{i}") for i, t in enumerate(texts)]
+
+
+TRICKY_TEXT = ('quotes " and \\ backslashes, tab\t, NUL \x00, DEL \x7f, U+2028 \u2028, é, 数字, emoji 👩‍🔬, '
+               '{braces} and "{context}" literally\r\n')
+
+
+def test_a_prompts_cache_key_is_the_hash_of_its_whole_request(tmp_path):
+    """The reference: sha256 of the request serialised whole (as every earlier version keyed it, so
+    users' stored answers still match)."""
+    import hashlib
+    import json
+    import random
+
+    from omegaconf import OmegaConf
+
+    from pipelines.datasets import Question
+    from pipelines.runner import prepare_all
+    from pipelines.strategies import Corpus
+    from pipelines.strategies.full_context import FullContext
+
+    rng = random.Random(7)
+    texts = ["".join(rng.choice([TRICKY_TEXT, "Plain words here. ", "\n\n", "x" * 5000]) for _ in range(rng.randint(0, 30)))
+             or "short" for _ in range(5)]
+    corpus = Corpus(_documents(texts), lambda: None)
+    templates = ["Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:", "{question}\n{context}", "{context}",
+                 "Q: {question}", "{context} then again {context}"]
+    model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=10**6, max_output_tokens=16,
+                      prices=PRICES, base_url="https://api.example.com/v1", params={"temperature": 0.0})
+    for template in templates:
+        for system in ("Answer.", ""):
+            cfg = OmegaConf.create({"system": system, "template": template, "overflow": "truncate", "question_reserve": 16})
+            questions = [Question(f"q{i}", q, ("a",)) for i, q in enumerate(["How much?", TRICKY_TEXT, "\x00context\x00"])]
+            for item in prepare_all(questions, FullContext(), corpus, model, cfg, None):
+                whole = json.dumps({"base_url": model.endpoint, "request": model.request(item.prompt.messages)},
+                                   sort_keys=True, ensure_ascii=False)
+                assert item.cache_key == hashlib.sha256(whole.encode()).hexdigest()
+
+
+def test_a_documents_json_is_escaped_once_for_every_question_that_sends_it(monkeypatch):
+    """Hybrid and full-context questions send the same long documents again and again: the cache key
+    escapes each document once per process, not once per question (issue 16: ~0.7 CPU-ms a question
+    at 40k tokens, where the raw loop hashes nothing)."""
+    import json.encoder
+
+    from omegaconf import OmegaConf
+
+    from pipelines.datasets import Question
+    from pipelines.runner import prepare_all
+    from pipelines.strategies import Corpus
+    from pipelines.strategies.full_context import FullContext
+
+    texts = [f"Document {i}. " + "Some words of text, repeated. " * 2_000 for i in range(3)]
+    corpus = Corpus(_documents(texts), lambda: None)
+    model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=10**6, max_output_tokens=16,
+                      prices=PRICES, base_url="https://api.example.com/v1")
+    cfg = OmegaConf.create({"system": "Answer.", "template": "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:",
+                            "overflow": "truncate", "question_reserve": 16})
+    escaped = []
+    real = json.encoder.encode_basestring
+    monkeypatch.setattr(json.encoder, "encode_basestring", lambda s: escaped.append(len(s)) or real(s))
+    items = prepare_all([Question(f"q{i}", f"Question number {i}?", ("a",)) for i in range(20)], FullContext(),
+                        corpus, model, cfg, None)
+    assert len({item.cache_key for item in items}) == 20
+    corpus_chars = sum(len(t) for t in texts)
+    assert sum(escaped) < corpus_chars + 20 * 500  # each document once; per question only the short parts
