@@ -120,6 +120,9 @@ class ChatModel:
     def client(self):
         with self._client_lock:
             if self._client is None:
+                # httpx_sse imports httpx, which the SDK looks up in sys.modules on every response: imported
+                # here, once, before any call, never half-imported by one call while another reads it.
+                import httpx_sse  # noqa: F401
                 from openai import DefaultHttpxClient, OpenAI
 
                 base_url = self.base_url
