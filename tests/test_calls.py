@@ -428,3 +428,65 @@ def test_a_documents_json_is_escaped_once_for_every_question_that_sends_it(monke
     assert len({item.cache_key for item in items}) == 20
     corpus_chars = sum(len(t) for t in texts)
     assert sum(escaped) < corpus_chars + 20 * 500  # each document once; per question only the short parts
+
+
+def test_collecting_answers_looks_at_each_pending_call_a_bounded_number_of_times(monkeypatch):
+    """The loop that collects answers went back over every call still pending after each answer
+    (`concurrent.futures.wait` installs a waiter on each): quadratic in the questions, seconds of CPU at
+    a 6,000-question run. Every way of waiting on futures goes through `_create_and_install_waiters`."""
+    import concurrent.futures._base as futures_base
+
+    from pipelines.datasets import Question
+    from pipelines.record import QuestionRecord
+    from pipelines.runner import Prepared
+
+    looked = []
+    real = futures_base._create_and_install_waiters
+    monkeypatch.setattr(futures_base, "_create_and_install_waiters",
+                        lambda fs, mode: looked.append(len(fs)) or real(fs, mode))
+    from pipelines import runner
+
+    # Calls that take a moment, so the loop has to wait for them (no server: the waiting is under test).
+    monkeypatch.setattr(runner, "_routed", lambda item, *args: time.sleep(0.0005) or item.record)
+    model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=4096, max_output_tokens=16,
+                      prices=PRICES, base_url="http://127.0.0.1:9/v1")
+    n = 2_000
+    items = [Prepared(Question(f"q{i}", f"question {i}", ("a",)),
+                      QuestionRecord(f"q{i}", "rag", "fake", f"question {i}", "a", status="skipped"), None)
+             for i in range(n)]
+    records = answer_all(items, model, [], None, Budget(None), progress=False)
+    assert [r.question_id for r in records] == [f"q{i}" for i in range(n)]
+    assert sum(looked) <= 2 * n
+
+
+FIRST_CALLS = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from fakes import prepared_questions
+from pipelines.budget import Budget
+from pipelines.models.chat import ChatModel
+from pipelines.runner import answer_all
+
+assert "httpx" not in sys.modules, "this check needs a process that has not imported httpx yet"
+model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=4096, max_output_tokens=16,
+                  prices=json.loads(sys.argv[3]), base_url=sys.argv[1], max_retries=0, timeout_s=30, max_concurrency=8)
+records = answer_all(prepared_questions([f"question {i}" for i in range(16)], model), model, [], None, Budget(None),
+                     progress=False)
+print(json.dumps([r.status + " " + r.error for r in records]))
+"""
+
+
+def test_the_first_calls_of_a_fresh_process_all_succeed_in_parallel():
+    """A run whose strategy needs no index reaches its first calls without httpx imported: eight calls
+    importing the stream reader at once let the SDK see a half-imported httpx (it looks the module up
+    in sys.modules), and every one of them became an error row."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with FakeOpenAI(lambda q: "blue", latency_s=0.05) as server:
+        out = subprocess.run([sys.executable, "-c", FIRST_CALLS, server.base_url, str(Path(__file__).parent),
+                              json.dumps(PRICES)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == ["ok "] * 16
