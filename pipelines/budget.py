@@ -109,13 +109,15 @@ def worst_case_usd(messages: list[dict], model, ratio: float | None, n_cl100k: i
     return (n_input * input_price + model.max_output_tokens * p.output) / 1e6
 
 
-def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_text=None, n_cl100k: int | None = None):
+def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_text=None, n_cl100k: int | None = None,
+              parts: tuple[str, ...] = ()):
     """The one way a call is made, for answers and judge verdicts alike: from the response cache if
     there, else reserve the worst case, call, settle with the actual cost and store the answer.
     Raises BudgetStop (not sent) or the model's CallFailed (sent, failed, settled at 0). `on_text` sees a
     streamed answer grow (ChatModel.complete); a cached answer arrives whole, without it. `n_cl100k`: the
     messages' cl100k tokens when the caller knows them (a built prompt does, from its documents' counts;
-    encoding a 40k-token prompt again cost more CPU than the rest of the call)."""
+    encoding a 40k-token prompt again cost more CPU than the rest of the call). `parts`: the last message's
+    content in pieces (prompts.Prompt.parts), for the request's JSON."""
     from pipelines.models.usage import call_cost
 
     # Hashed: an endpoint URL may carry a key, and the ledger and the cache are files.
@@ -125,7 +127,7 @@ def paid_call(model, messages: list[dict], key: str, cache, budget: Budget, on_t
         # The cache keeps the provider's usage; dollars follow the prices in force now (overrides included).
         return replace(done, cost_usd=call_cost(done.usage, model.prices, done.latency_s))
     try:
-        return _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity)
+        return _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity, parts)
     finally:
         if cache:
             cache.release(key)
@@ -148,7 +150,7 @@ def _claim_or_wait(cache, key: str, identity: str, model):
     return done
 
 
-def _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity):
+def _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity, parts=()):
     from pipelines.models.chat import CallFailed, Unbilled
 
     if interrupt.requested():
@@ -161,7 +163,7 @@ def _pay(model, messages, key, cache, budget, on_text, n_cl100k, identity):
         raise BudgetStop(f"budget.max_usd={budget.max_usd} reached: not sent")
     with traces.call(model, messages) as span:
         try:
-            done = model.complete(messages, on_text=on_text)
+            done = model.complete(messages, on_text=on_text, parts=parts)
         except CallFailed as err:
             # A response that came back unpriceable (no usage, no choices) may have been billed: it
             # counts at its reservation. Other failures got no answer from the provider.

@@ -232,7 +232,7 @@ def _answer(item: Prepared, model: ChatModel, cache, budget: Budget, on_text=Non
         return record
     show = (lambda text, thought: on_text(record.question_id, text, thought)) if on_text else None
     try:
-        done = paid_call(model, prompt.messages, item.cache_key, cache, budget, show, prompt.token_count())
+        done = paid_call(model, prompt.messages, item.cache_key, cache, budget, show, prompt.token_count(), prompt.parts)
     except BudgetStop as stop:
         return replace(record, status="skipped", error=str(stop))
     except CallFailed as err:

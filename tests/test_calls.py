@@ -490,3 +490,43 @@ def test_the_first_calls_of_a_fresh_process_all_succeed_in_parallel():
                               json.dumps(PRICES)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.splitlines()[-1]) == ["ok "] * 16
+
+
+def test_a_run_escapes_each_document_once_for_its_keys_and_its_requests(monkeypatch):
+    """What the provider receives is the prompt, exactly; and the documents that every question sends
+    are JSON-escaped once per process for the cache keys and the request bodies together. The SDK's
+    `create` serialised every prompt whole (and walked it as typed parameters, ~0.5 CPU-ms a call)."""
+    import json.encoder
+
+    from omegaconf import OmegaConf
+
+    from pipelines.datasets import Question
+    from pipelines.runner import prepare_all
+    from pipelines.strategies import Corpus
+    from pipelines.strategies.full_context import FullContext
+
+    texts = [f"Document {i}, é数字 \"quoted\". " + "Some words of text, repeated. " * 2_000 for i in range(3)]
+    corpus = Corpus(_documents(texts), lambda: None)
+    cfg = OmegaConf.create({"system": "Answer.", "template": "Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:",
+                            "overflow": "truncate", "question_reserve": 16})
+    escaped = []
+    real = json.encoder.encode_basestring
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=10**6, max_output_tokens=16,
+                          prices=PRICES, base_url=server.base_url, max_retries=0, timeout_s=10,
+                          params={"temperature": 0.0, "extra_body": {"seed": 7}, "extra_headers": {"X-Run": "r1"}})
+        model.client()  # its one-off imports are not what is counted
+        monkeypatch.setattr(json.encoder, "encode_basestring", lambda s: escaped.append(len(s)) or real(s))
+        items = prepare_all([Question(f"q{i}", f"Question number {i}?", ("blue",)) for i in range(20)], FullContext(),
+                            corpus, model, cfg, None)
+        records = answer_all(items, model, [], None, Budget(None), progress=False)
+        monkeypatch.undo()
+        sent = {r["messages"][-1]["content"][-30:]: r for r in server.requests}
+        headers = server.headers
+    assert [r.status for r in records] == ["ok"] * 20
+    for item in items:
+        request = sent[item.prompt.messages[-1]["content"][-30:]]
+        assert request == {"model": "fake-1", "messages": item.prompt.messages, "max_tokens": 16, "temperature": 0.0,
+                           "seed": 7, "stream": True, "stream_options": {"include_usage": True}}
+    assert all(h["x-run"] == "r1" and h["content-type"] == "application/json" for h in headers)
+    assert sum(escaped) < sum(len(t) for t in texts) + 20 * 1_000  # each document once, for keys and bodies

@@ -6,7 +6,6 @@ that needs the same answer at the same moment waits for it instead of paying for
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import json
@@ -15,10 +14,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import asdict, replace
-from json import encoder as json_encoder
 from pathlib import Path
 
 from pipelines.ledger import HOST, _alive as pid_alive
+from pipelines.models import body
 from pipelines.models.chat import Completion
 from pipelines.models.usage import Usage
 
@@ -26,40 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def key(base_url: str, request: dict, parts: tuple[str, ...] = ()) -> str:
-    """sha256 of the request as JSON. `parts`: the last message's content in pieces (prompts.Prompt.parts);
-    long pieces that recur across questions (whole documents) are then escaped once per process, not once
-    per question (a 40k-token hybrid prompt cost ~0.7 CPU-ms to serialise). Same digest either way: JSON
-    escapes character by character, so the escaped pieces joined are the escaped whole."""
-    whole = {"base_url": base_url, "request": request}
-    if not parts:
-        return hashlib.sha256(json.dumps(whole, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    messages = request["messages"]
-    skeleton = {**request, "messages": [*messages[:-1], {**messages[-1], "content": _HOLE}]}
-    blob = json.dumps({"base_url": base_url, "request": skeleton}, sort_keys=True, ensure_ascii=False)
-    before, hole, after = blob.partition(_HOLE_JSON)
-    if not hole or _HOLE_JSON in after or _HOLE_JSON in before:
-        return key(base_url, request)
-    digest = hashlib.sha256(before.encode())
-    digest.update(b'"')
-    for part in parts:
-        digest.update(_escaped(part))
-    digest.update(b'"')
-    digest.update(after.encode())
+    """sha256 of the request as JSON. `parts`: the last message's content in pieces (prompts.Prompt.parts),
+    whose long ones (documents) are escaped once per process (pipelines/models/body.py); same digest."""
+    pieces = body.spliced({"base_url": base_url, "request": body.holed(request)}, parts, sort_keys=True) if parts else None
+    if pieces is None:
+        pieces = [json.dumps({"base_url": base_url, "request": request}, sort_keys=True, ensure_ascii=False).encode()]
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
     return digest.hexdigest()
-
-
-_HOLE = "\x00response-cache: the last message's content\x00"
-_HOLE_JSON = json.dumps(_HOLE, ensure_ascii=False)
-LONG = 4096  # characters from which a piece's escaped form is kept
-
-
-def _escaped(text: str) -> bytes:
-    return _escaped_long(text) if len(text) >= LONG else json_encoder.encode_basestring(text)[1:-1].encode()
-
-
-@functools.lru_cache(maxsize=256)  # a document's text is the same object for every question: its hash is kept
-def _escaped_long(text: str) -> bytes:
-    return json_encoder.encode_basestring(text)[1:-1].encode()
 
 
 class ResponseCache:

@@ -5,6 +5,7 @@ come through the `openai` SDK on the same path. Providers differ only in their Y
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from pipelines import limits
 from pipelines.errors import UserError
+from pipelines.models import body
 from pipelines.models.usage import Prices, Usage, call_cost
 
 log = logging.getLogger(__name__)
@@ -137,9 +139,10 @@ class ChatModel:
                                       timeout=self.timeout_s, http_client=http)
             return self._client
 
-    def complete(self, messages: list[dict], on_text=None) -> Completion:
+    def complete(self, messages: list[dict], on_text=None, parts: tuple[str, ...] = ()) -> Completion:
         """One call. `on_text(answer_so_far, reasoning_so_far)` is called in this thread as a streamed
-        answer arrives (never for an unstreamed model: it has nothing to show before the end)."""
+        answer arrives (never for an unstreamed model: it has nothing to show before the end). `parts`:
+        the last message's content in pieces (prompts.Prompt.parts), so its documents are escaped once."""
         client = self.client()
         attempts: list[str] = []
         token = _attempts.set(attempts)
@@ -147,7 +150,7 @@ class ChatModel:
             with limits.slot(f"{self.provider}|{self.base_url}", self.max_concurrency):
                 started_at, start = time.time(), time.perf_counter()
                 if self.stream:
-                    done = self._streamed(client, messages, start, attempts, on_text)
+                    done = self._streamed(client, messages, start, attempts, on_text, parts)
                 else:
                     done = self._whole(client, messages, start, attempts)
                 return replace(done, started_at=started_at)
@@ -169,15 +172,21 @@ class ChatModel:
                                 latency, None, choice.finish_reason or "", attempts)
         return replace(done, response_model=served[0], system_fingerprint=served[1])
 
-    def _streamed(self, client, messages, start, attempts, on_text=None) -> Completion:
+    def _streamed(self, client, messages, start, attempts, on_text=None, parts=()) -> Completion:
         # The SDK's own Stream builds a pydantic object per chunk, ~0.05 CPU-ms each, and a provider sends
         # about one chunk per token: half the CPU of a streamed call (benchmarks/streaming.py). The SDK
-        # still sends the request, retries it and raises for its status; httpx-sse decodes the events.
+        # still sends the request (its documented `post` for raw requests), retries it and raises for its
+        # status; httpx-sse decodes the events. The body is JSON we make (`_body`): `create` walks the
+        # typed parameters (~0.5 CPU-ms a call) and serialises the whole prompt again.
+        import httpx2
+
         answer, reasoning, ttft, usage, finish, seen_choice = [], [], None, None, "", False
         served = ["", ""]
-        with client.chat.completions.with_streaming_response.create(
-                **self.request(messages), stream=True, stream_options={"include_usage": True}) as response:
-            for chunk in _chunks(response.http_response):
+        content, options = self._body(messages, parts)
+        response = client.post("/chat/completions", cast_to=httpx2.Response, content=content, options=options,
+                               stream=True)
+        try:
+            for chunk in _chunks(response):
                 served = [chunk.get("model") or served[0], chunk.get("system_fingerprint") or served[1]]
                 if chunk.get("usage") is not None:
                     usage = chunk["usage"]
@@ -192,6 +201,8 @@ class ChatModel:
                     finish = choice.get("finish_reason") or finish
                     if on_text and (text or thought):
                         on_text("".join(answer), "".join(reasoning))
+        finally:
+            response.close()
         latency = time.perf_counter() - start
         if not seen_choice:
             raise Unbilled("the stream carried no choices: no answer (it may still have billed the call)")
@@ -199,6 +210,17 @@ class ChatModel:
             raise Unbilled(NO_USAGE)
         done = self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
         return replace(done, response_model=served[0], system_fingerprint=served[1])
+
+    def _body(self, messages: list[dict], parts: tuple[str, ...]) -> tuple[bytes, dict]:
+        """The streamed request's JSON and its request options, as `create` would send them: the SDK's
+        own extras (`extra_body` merged into the body; headers, query, timeout as options)."""
+        request = self.request(messages)
+        options = {name: request.pop(extra) for extra, name in SDK_OPTIONS.items() if extra in request}
+        extra = request.pop("extra_body", None) or {}
+        request = {**request, "stream": True, "stream_options": {"include_usage": True}, **extra}
+        dumps = {"separators": (",", ":"), "allow_nan": False}  # the SDK's (openai._utils._json.openapi_dumps)
+        pieces = body.spliced(body.holed(request), parts, **dumps) if parts else None
+        return b"".join(pieces) if pieces else json.dumps(request, ensure_ascii=False, **dumps).encode(), options
 
     def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:
         if raw_usage is None:
@@ -210,6 +232,9 @@ class ChatModel:
         return Completion(answer=answer.strip(), usage=usage, cost_usd=call_cost(usage, self.prices, latency),
                           latency_s=latency, ttft_s=ttft, reasoning=reasoning.strip(), finish_reason=finish,
                           attempts=len(attempts), attempt_log=" ".join(attempts))
+
+
+SDK_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}  # create()'s, as request options
 
 
 def _chunks(response):
