@@ -22,7 +22,8 @@ process (all threads), taken around the per-question work only:
   `tracking.log_results` and `traces.assess` (the trace export is flushed inside the timing). Into a
   temporary MLflow store; the run's own set-up (start_run, params, the HTTP client) is not per question
   and not timed.
-  The token memo (`tokens.count`/`_encode`) is cleared before every timed pass, as in a fresh run.
+  The token memo (`tokens.count`/`_encode`) and the JSON-escape memo (`models/body.py`) are cleared
+  before every timed pass, as in a fresh run.
   Also a variant with `metrics=[]`, to show what scoring costs.
 - raw: SentenceTransformer `encode` of all questions in one batch, one batched Chroma `query` (and a
   variant with one query per question), an f-string prompt, one non-streamed `openai`
@@ -170,6 +171,7 @@ def framework_pass(cfg, corpus, questions, tmp: Path, label: str, profiler=None)
     from pipelines.budget import Budget
     from pipelines.estimate import run_estimate
     from pipelines.ledger import open_ledger
+    from pipelines.models import body
     from pipelines.run import build
 
     model = build(cfg, "model")
@@ -187,6 +189,7 @@ def framework_pass(cfg, corpus, questions, tmp: Path, label: str, profiler=None)
         traces.enable(mlflow.active_run().info.run_id if cfg.tracking.traces else None)
         tokens.count.cache_clear()  # a fresh run starts with an empty token memo
         tokens._encode.cache_clear()
+        body._escaped_long.cache_clear()  # and with no document's JSON escaped yet
         corpus.index.embedder._primed = {}  # else a second pass over the same questions is served from memory
         model.client()  # the HTTP client (its TLS context, ~20 ms), set up once a run as the raw side does at start
         if profiler:

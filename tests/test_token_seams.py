@@ -158,16 +158,15 @@ def test_filling_a_budget_reads_each_chunks_known_count_rather_than_encoding_it(
     monkeypatch.setattr(tokens, "count", lambda text: counted.append(len(text)) or real(text))
     chosen = rag.fill(hits, 6_000)
 
-    # the same greedy choice as tiktoken's own counts of each rendered block give
-    sep, expected, used = len(enc.encode("\n\n")), [], 0
+    # the same greedy choice as tiktoken's counts of the rendered contexts give
+    rendered = lambda picked: len(enc.encode(render_context(Context(tuple(rag.block(h) for h in picked), (), ())),
+                                             disallowed_special=()))
+    expected = []
     for h in hits:
-        size = len(enc.encode(f"[{rag.block(h).label}]\n{h.chunk.text}")) + (sep if expected else 0)
-        if used + size <= 6_000:
-            expected.append(h.chunk.position)
-            used += size
-    assert [h.chunk.position for h in chosen] == expected
-    sent = render_context(Context(tuple(rag.block(h) for h in chosen), (), ()))
-    assert len(enc.encode(sent, disallowed_special=())) <= 6_000
+        if rendered(expected + [h]) <= 6_000:
+            expected.append(h)
+    assert [h.chunk.position for h in chosen] == [h.chunk.position for h in expected]
+    assert rendered(chosen) <= 6_000
     # Only labels and each block's first and last words are encoded again (about 560 characters a chunk
     # were): not every chunk's text.
     assert sum(counted) <= 100 * len(hits), sum(counted)
@@ -258,3 +257,35 @@ def test_a_prompt_counts_each_of_its_documents_around_once(texts, monkeypatch):
         assert p.context_tokens == len(enc.encode(prompts.render_context(Context(blocks, (), ())), disallowed_special=()))
         assert p.token_count() == len(enc.encode(p.text, disallowed_special=()))
         assert len(calls) == len(docs) + 1 and calls[-1] is docs[-1]
+
+
+def test_filling_a_budget_counts_each_chunk_around_its_label_at_most_twice(monkeypatch):
+    """An over-budget hybrid question fills the budget from ~160 chunks of its best document: the chosen
+    context was then counted again block by block (`around` twice more for each chosen chunk). Each
+    chunk is counted alone and, once chosen, with the separator after it, and the sum is the exact count
+    (the reference: tiktoken on the rendered context), so every skipped chunk really did not fit."""
+    from types import SimpleNamespace
+
+    from pipelines.prompts import render_context
+    from pipelines.strategies import rag
+
+    enc = tokens.encoding()
+    texts = [f"Chunk {i} reports.\nRevenue rose " + "word " * (40 + i % 90) + ("end.\n" if i % 5 else "end.")
+             for i in range(300)]
+    hits = [SimpleNamespace(chunk=SimpleNamespace(doc_id="10-Q.pdf", position=i, text=t,
+                                                  tokens=len(enc.encode(t, disallowed_special=()))), score=1.0)
+            for i, t in enumerate(texts)]
+    calls = []
+    real = tokens.around
+    monkeypatch.setattr(tokens, "around", lambda *a: calls.append(1) or real(*a))
+    rendered = lambda chosen: len(enc.encode(render_context(Context(tuple(rag.block(h) for h in chosen), (), ())),
+                                             disallowed_special=()))
+    for limit in (10**6, 6_000, 777):
+        calls.clear()
+        chosen = rag.fill(hits, limit)
+        assert len(calls) <= len(hits) + len(chosen)
+        assert rendered(chosen) <= limit
+        for h in hits:
+            if h not in chosen:  # it did not fit as the last block after the ones chosen before it
+                before = [c for c in chosen if c.chunk.position < h.chunk.position]
+                assert rendered(before + [h]) > limit

@@ -48,24 +48,21 @@ def block(hit) -> Block:
 def fill(hits, limit: int) -> list:
     """Best chunks, in rank order, while the rendered context stays within `limit` cl100k tokens.
 
-    Each block is counted once, from its chunk's stored count (only its ends encoded again: a matched
-    budget ranks every chunk of the corpus for every question), and the sizes added with the
-    separator's: counting every growing trial context was quadratic. A merge across a block boundary
-    can make the joined text a token or two shorter than the sum, never longer in practice, so the
-    chosen context is counted exactly once and trimmed from its last block if it is over."""
-    from pipelines.prompts import context_tokens
+    Counted exactly from each chunk's stored count (only its ends encoded again: a matched budget ranks
+    every chunk of the corpus for every question): a block counted with the separator after it ends at an
+    exact seam (the next block starts with "["), so a context is the sum of its blocks' counts, each with
+    the separator but the last. A chunk fits when the blocks chosen so far plus it, alone, as the last one,
+    fit; counting every growing trial context was quadratic."""
+    from pipelines.prompts import SEPARATOR
 
-    separator = tokens.count("\n\n")
-    chosen, used = [], 0
+    chosen, used = [], 0  # `used`: the chosen blocks, each with the separator after it
     for hit in hits:
         b = block(hit)
-        size = tokens.around(f"[{b.label}]\n", b.text, b.tokens, "").n + (separator if chosen else 0)
-        if used + size > limit:
+        label = f"[{b.label}]\n"
+        if used + tokens.around(label, b.text, b.tokens, "").n > limit:
             continue  # a smaller chunk further down may still fit
         chosen.append(hit)
-        used += size
-    while chosen and context_tokens(Context(tuple(block(h) for h in chosen), (), ())) > limit:
-        chosen.pop()
+        used += tokens.around(label, b.text, b.tokens, SEPARATOR).n
     return chosen
 
 
