@@ -35,6 +35,11 @@ process (all threads), taken around the per-question work only:
   followed by SCORES feedback assessments per trace: the "like for like" references. The raw side
   computes no scores, so the framework's scoring CPU counts against it.
 
+`--bare-only`: only the framework's bare path (`metrics=[]`, `tracking.traces=false`) against the raw
+loop, plain and streamed, each process loading nothing the other variants need (BERTScore, tracing): the
+goal's comparison (issue 16) on its own, in a third of the time, so more rounds fit. Both sides collect
+the garbage before each timed pass.
+
 Internal modes (used by the above): --serve, --worker build|framework|raw.
 """
 
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import random
@@ -192,6 +198,7 @@ def framework_pass(cfg, corpus, questions, tmp: Path, label: str, profiler=None)
         body._escaped_long.cache_clear()  # and with no document's JSON escaped yet
         corpus.index.embedder._primed = {}  # else a second pass over the same questions is served from memory
         model.client()  # the HTTP client (its TLS context, ~20 ms), set up once a run as the raw side does at start
+        gc.collect()  # neither side pays for an earlier pass's garbage
         if profiler:
             profiler.start()
         start = last = clocks()
@@ -204,10 +211,10 @@ def framework_pass(cfg, corpus, questions, tmp: Path, label: str, profiler=None)
 
         corpus.index.embedder.prime([q.text for q in questions])
         mark("prime")
-        prepared, context_s = [], []
+        prepared, context_s, prompt = [], [], runner.plain(cfg.prompt)  # read once, as prepare_all does for a run
         for q in questions:
             t = time.perf_counter()
-            prepared += runner.prepare_all([q], strategy, corpus, model, cfg.prompt, None, cfg.budget.context_tokens)
+            prepared += runner.prepare_all([q], strategy, corpus, model, prompt, None, cfg.budget.context_tokens)
             context_s.append(time.perf_counter() - t)
         mark("prepare")
         run_estimate(prepared, lambda p: False, model, None)
@@ -293,6 +300,8 @@ def framework_worker(args) -> dict:
     variants = [(s, v) for s in STRATEGIES for v in VARIANTS]
     if args.profile:
         variants = [(s, args.profile_variant) for s in STRATEGIES]
+    elif args.bare_only:
+        variants = [(s, "bare") for s in STRATEGIES]
     cfgs = {v: compose(overrides(docs, qfile, cache, args.base_url, v[0], mlruns, v[1] != "", v[1] == "bare"))
             for v in variants}
     for v in variants:  # one-off lazy loads (BERTScore's model, MLflow's tables, the client), untimed
@@ -371,6 +380,7 @@ def raw_worker(args) -> dict:
         RETRIEVER span with the chosen texts, a CHAT_MODEL span; then SCORES feedback assessments each)."""
         traced, stream = mode == "traced", mode != "plain"
         k = RAG_K if strategy == "rag" else CANDIDATES
+        gc.collect()
         include = ["documents", "metadatas", "distances"] if strategy == "rag" else ["metadatas", "distances"]
         start = clocks()
         vectors = st.encode(questions, batch_size=32, normalize_embeddings=True)
@@ -447,10 +457,13 @@ def raw_worker(args) -> dict:
     for s in STRATEGIES:
         for b in (True, False):
             one_pass(s, warm, b)
-        one_pass(s, warm, True, "traced")
+        one_pass(s, warm, True, "streamed" if args.bare_only else "traced")
     results = {}
     for s in STRATEGIES:
         results[s] = one_pass(s, main, True)
+        if args.bare_only:
+            results[f"{s}-streamed"] = one_pass(s, main, True, "streamed")
+            continue
         results[f"{s}-perquery"] = one_pass(s, main, False)
         results[f"{s}-streamed"] = one_pass(s, main, True, "streamed")
         traced = one_pass(s, main, True, "traced")
@@ -520,6 +533,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--cache", default=str(ROOT / ".cache/bench_per_question"))
     parser.add_argument("--no-profile", action="store_true", help="do not profile the framework when over 1.1x")
+    parser.add_argument("--bare-only", action="store_true",
+                        help="only the framework's bare path (metrics=[], no traces) against the raw loop, plain and "
+                             "streamed: neither process loads what the other variants need (BERTScore, traces)")
     parser.add_argument("--profile-only", action="store_true", help="only the profile of the framework side")
     parser.add_argument("--profile-variant", default="", choices=VARIANTS,
                         help="with --profile-only: which framework variant ('' = the defaults)")
@@ -559,7 +575,7 @@ def main() -> None:
                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         base_url = server.stdout.readline().strip()
-        common = base + ["--base-url", base_url]
+        common = base + ["--base-url", base_url] + (["--bare-only"] if args.bare_only else [])
         if args.profile_only:
             prof = worker("framework", common, ["--profile", "--profile-variant", args.profile_variant])
             for name, text in prof["profiles"].items():
@@ -589,15 +605,16 @@ def main() -> None:
             rawm = median_pass(raw, s)
             like = {"framework": f"{s}-traced", "framework, metrics=[]": f"{s}-traced-noassess",
                     "framework, metrics=[], tracking.traces=false": f"{s}-streamed"}
-            rows = [("framework", median_pass(fw, s)), ("framework, metrics=[]", median_pass(fw, f"{s}-nometrics")),
-                    ("framework, metrics=[], tracking.traces=false", median_pass(fw, f"{s}-bare")),
-                    ("raw, batched query", rawm), ("raw, a query per question", median_pass(raw, f"{s}-perquery")),
-                    ("raw, streamed", median_pass(raw, f"{s}-streamed")),
-                    ("raw, streamed, an MLflow trace per question", median_pass(raw, f"{s}-traced-noassess")),
-                    (f"raw, streamed, a trace and {SCORES} assessments per question", median_pass(raw, f"{s}-traced"))]
+            rows = [("framework", fw, s), ("framework, metrics=[]", fw, f"{s}-nometrics"),
+                    ("framework, metrics=[], tracking.traces=false", fw, f"{s}-bare"),
+                    ("raw, batched query", raw, s), ("raw, a query per question", raw, f"{s}-perquery"),
+                    ("raw, streamed", raw, f"{s}-streamed"),
+                    ("raw, streamed, an MLflow trace per question", raw, f"{s}-traced-noassess"),
+                    (f"raw, streamed, a trace and {SCORES} assessments per question", raw, f"{s}-traced")]
+            rows = [(label, median_pass(side, name)) for label, side, name in rows if name in side[0]["results"]]
             for label, m in rows:
                 ratio = m["cpu"] / rawm["cpu"]
-                if label == "framework":
+                if label == ("framework, metrics=[], tracking.traces=false" if args.bare_only else "framework"):
                     ratios[s] = ratio
                 versus = f"{m['cpu'] / median_pass(raw, like[label])['cpu']:.2f}" if label in like else ""
                 print(f"| {s} | {label} | {' / '.join(ms(x) for x in m['cpu_all'])} | **{ms(m['cpu'])}** | "
@@ -610,17 +627,19 @@ def main() -> None:
         print("| strategy | prime | prepare | estimate | answer (calls + metrics) | log + traces.assess |")
         print("|---|---|---|---|---|---|")
         for s in (f"{s}{'-' + v if v else ''}" for s in STRATEGIES for v in VARIANTS):
+            if s not in fw[0]["results"]:
+                continue
             runs = [f["results"][s] for f in fw]
             cells = [ms(statistics.median(r["phases"][p][0] / r["n"] for r in runs))
                      for p in ("prime", "prepare", "estimate", "answer", "log")]
             print(f"| {s} | {' | '.join(cells)} |")
         for s in STRATEGIES:
-            f0, r0 = fw[0]["results"][s], raw[0]["results"][s]
+            f0, r0 = fw[0]["results"].get(s) or fw[0]["results"][f"{s}-bare"], raw[0]["results"][s]
             top = RAG_K if s == "rag" else None
             print(f"{s}: same context as the raw loop for {agreement(f0['contexts'], r0['contexts'], top)}/{f0['n']} "
                   f"questions; median prompt {f0['prompt_tokens']:.0f} server tokens (words); framework rows with "
                   f"a cut note {f0['cut']}; raw best-document-over-budget {r0.get('best_over_budget', 0)}; "
-                  f"{f0['scores']} scores per row" + ("" if f0['scores'] == SCORES else f" (the raw side logs {SCORES}: set SCORES)"))
+                  f"{f0['scores']} scores per row" + ("" if f0['scores'] in (SCORES, 0) else f" (the raw side logs {SCORES}: set SCORES)"))
         print(f"\nload average: start {tuple(round(x, 2) for x in load_start)}, end {tuple(round(x, 2) for x in load_end)}")
         over = {s: r for s, r in ratios.items() if r > 1.1}
         if over and not args.no_profile:

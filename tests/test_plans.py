@@ -122,3 +122,18 @@ def test_cascade_with_the_local_model_first_and_a_fake_large_model(corpus, tmp_p
     for r in rows:
         assert len(json.loads(r["calls"])) == (2 if r["route"] == "large" else 1)
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(billed, rel=1e-9)  # SmolLM2 is free
+
+
+def test_the_prompt_settings_are_read_from_the_config_once_per_run_not_per_question(monkeypatch):
+    """OmegaConf's attribute access costs ~0.1 CPU-ms a question in a 4-read prompt build (issue 16)."""
+    from omegaconf import DictConfig
+
+    reads = []
+    real = DictConfig.__getattr__
+    monkeypatch.setattr(DictConfig, "__getattr__", lambda self, key: reads.append(key) or real(self, key))
+    with FakeOpenAI(lambda q: "blue") as server:
+        model = model_for(server)
+        questions = [Question(f"q{i}", f"question {i}?", ("blue",)) for i in range(50)]
+        prepared = prepare_all(questions, Notes("only"), Corpus([], lambda: None), model, _prompt_cfg(), None)
+    assert [p.prompt.messages[0]["content"] for p in prepared] == ["Answer."] * 50
+    assert len(reads) <= 8
