@@ -619,6 +619,10 @@ def main() -> None:
                 versus = f"{m['cpu'] / median_pass(raw, like[label])['cpu']:.2f}" if label in like else ""
                 print(f"| {s} | {label} | {' / '.join(ms(x) for x in m['cpu_all'])} | **{ms(m['cpu'])}** | "
                       f"{ratio:.2f} | {versus} | {ms(m['wall'])} | {ms(m['ctx'])} | {ms(m['call'])} |")
+        print("\nper round (framework and raw run next to each other, so the machine's drift cancels), bare / plain raw:")
+        for s in STRATEGIES:
+            pairs = [f["results"][f"{s}-bare"]["cpu_s"] / r["results"][s]["cpu_s"] for f, r in zip(fw, raw)]
+            print(f"- {s}: {' / '.join(f'{x:.2f}' for x in pairs)}; median **{statistics.median(pairs):.2f}**")
         print("\nlike for like: the framework's defaults against the raw loop streamed (the framework streams to "
               f"time the first token) with the same trace and {SCORES} assessments per question; metrics=[] against "
               "the raw loop with the trace only; without traces against the raw loop streamed; the raw side "
