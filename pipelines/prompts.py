@@ -22,7 +22,8 @@ class Prompt:
     status: str  # ok | truncated | skipped
     n_tokens: int | None = None  # cl100k tokens of `text`, when `build` counted them from its parts
     # The last message's content in pieces whose join is that content, documents' texts whole (the same
-    # objects for every question that has them): the response-cache key escapes each document once.
+    # objects for every question that has them): the cache key and the request's JSON escape each document
+    # once a run (pipelines/models/body.py).
     parts: tuple[str, ...] = ()
 
     @property
