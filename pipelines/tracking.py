@@ -179,7 +179,8 @@ def share_view(experiment_id: str, logged: dict) -> str:
     columns = (["attributes.`Dataset`"] + [f"metrics.`{name}`" for name in (*quality, *HEADLINE) if name in logged]
                + ["tags.`strategy`", "tags.`model`"])
     state = {"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False}
-    mlflow.MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
+    client = mlflow.MlflowClient()
+    _again_if_raced(lambda: client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state)))
     return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
 
 
@@ -199,14 +200,19 @@ def log_questions(questions, name: str, source: str) -> None:
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path either way
         warnings.simplefilter("ignore")
         dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets="reference")
+    _again_if_raced(lambda: mlflow.log_input(dataset, context="questions"))
+
+
+def _again_if_raced(write) -> None:
+    """The server looks a dataset or an experiment tag up, then inserts it: two sweeps writing the same
+    one at once both miss, and the second insert breaks the unique key. Asked again, it finds the first
+    one's (and updates a tag)."""
     try:
-        mlflow.log_input(dataset, context="questions")
+        write()
     except mlflow.exceptions.RestException as error:
-        # The server looks the dataset up, then inserts it: two sweeps logging the same questions at once
-        # both miss, and the second insert breaks the unique key. Asked again, it finds the first one's.
         if "UniqueViolation" not in str(error) and "UNIQUE constraint" not in str(error):
             raise
-        mlflow.log_input(dataset, context="questions")
+        write()
 
 
 def log_rows_so_far(records: list[QuestionRecord]) -> None:

@@ -289,6 +289,26 @@ def test_a_dataset_another_sweep_logged_first_is_not_a_crash(monkeypatch, tmp_pa
     assert len(calls) == 2 and calls[0] == calls[1]
 
 
+def test_a_shared_view_another_sweep_saved_first_is_not_a_crash(monkeypatch):
+    """Two sweeps into one experiment on one server save the runs table's view (an experiment tag) at the
+    same moment; the server looks the tag up, then inserts it, and the second insert breaks the unique
+    key. Seen in CI: the second run died after answering every question."""
+    from mlflow.exceptions import RestException
+
+    calls = []
+
+    def set_experiment_tag(self, experiment_id, key, value):
+        calls.append((experiment_id, key))
+        if len(calls) == 1:
+            raise RestException({"error_code": "BAD_REQUEST", "message": "(psycopg2.errors.UniqueViolation) duplicate "
+                                 "key value violates unique constraint \"experiment_tag_pk\""})
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_experiment_tag", set_experiment_tag)
+    page = tracking.share_view("4", {"f1": 0.5, "cost_usd_per_question": 0.01})
+    assert page == "#/experiments/4/runs?viewStateShareKey=ragbench"
+    assert calls == [("4", "mlflow.sharedViewState.ragbench")] * 2
+
+
 SLOT_WORKER = """
 import json, sys, time
 from pipelines import limits
