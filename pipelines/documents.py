@@ -86,13 +86,25 @@ def _load_one(path: Path, folder: Path, cache: Path, pdf_parser: str = "pypdf") 
     # interrupted parse never leaves a half-written entry and the last writer's (identical) entry wins.
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=cache, prefix=f"{digest}.", suffix=".tmp",
                                      delete=False) as tmp:
-        json.dump({"parser": version, "text": text, "tokens": n_tokens}, tmp)
-    try:
-        os.replace(tmp.name, cached)
-    except OSError:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
+        try:
+            json.dump({"parser": version, "text": text, "tokens": n_tokens}, tmp)
+            tmp.flush()
+            os.chmod(tmp.name, 0o666 & ~_umask())  # a shared cache: what any new file gets, not 0600
+            os.replace(tmp.name, cached)
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
     return Document(path.relative_to(folder).as_posix(), text, n_tokens, digest)
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask can only read it by setting it, for every thread)
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def pdf_text(path: Path, parser: str = "pypdf") -> str:

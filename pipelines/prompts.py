@@ -4,6 +4,7 @@ the model's window: `truncate` keeps the head and tail of the context, `skip` se
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from pipelines import tokens
@@ -89,8 +90,11 @@ def _prompt_tokens(context: Context, question: str, system: str, template: str,
 
 
 def _content_parts(context: Context, question: str, template: str) -> tuple[str, ...]:
-    """The user message's content (the filled template) in pieces; () when the template does not hold
-    the context exactly once."""
+    """The user message's content (the filled template) in pieces; () unless the template holds the
+    context exactly once, as it is (no format spec or conversion, which would change its text)."""
+    fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template) if name == "context"]
+    if fields != [("context", "", None)]:
+        return ()
     mark = "\x00context\x00"
     pieces = template.format(context=mark, question=question).split(mark)
     if len(pieces) != 2 or mark in question:

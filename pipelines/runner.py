@@ -57,7 +57,7 @@ def plain(prompt_cfg):
     """The prompt settings as a plain object, read once a run: OmegaConf's attribute access costs ~25 µs
     a read, four reads a question."""
     if isinstance(prompt_cfg, DictConfig):
-        return SimpleNamespace(**OmegaConf.to_container(prompt_cfg, resolve=True))
+        return SimpleNamespace(**OmegaConf.to_container(prompt_cfg, resolve=True, throw_on_missing=True))
     return prompt_cfg
 
 

@@ -388,7 +388,7 @@ def test_a_prompts_cache_key_is_the_hash_of_its_whole_request(tmp_path):
              or "short" for _ in range(5)]
     corpus = Corpus(_documents(texts), lambda: None)
     templates = ["Documents:\n\n{context}\n\nQuestion: {question}\nAnswer:", "{question}\n{context}", "{context}",
-                 "Q: {question}", "{context} then again {context}"]
+                 "Q: {question}", "{context} then again {context}", "{context!r}\n{question}", "{context:.50} {question}"]
     model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=10**6, max_output_tokens=16,
                       prices=PRICES, base_url="https://api.example.com/v1", params={"temperature": 0.0})
     for template in templates:
@@ -530,3 +530,30 @@ def test_a_run_escapes_each_document_once_for_its_keys_and_its_requests(monkeypa
                            "seed": 7, "stream": True, "stream_options": {"include_usage": True}}
     assert all(h["x-run"] == "r1" and h["content-type"] == "application/json" for h in headers)
     assert sum(escaped) < sum(len(t) for t in texts) + 20 * 1_000  # each document once, for keys and bodies
+
+
+def test_the_request_sent_is_what_create_would_send_when_params_or_templates_reshape_it():
+    """The body is assembled from the prompt's pieces only when they are exactly the message sent: a
+    template that formats the context (`{context:.50}`) or an `extra_body` that replaces the messages
+    is sent as the SDK's create() sends it."""
+    from omegaconf import OmegaConf
+
+    from pipelines.datasets import Question
+    from pipelines.runner import prepare_all
+    from pipelines.strategies import Corpus
+    from pipelines.strategies.full_context import FullContext
+
+    corpus = Corpus(_documents(["A long document. " * 500, "Another one. " * 500]), lambda: None)
+    override = [{"role": "user", "content": "Question: OVERRIDE"}]
+    cases = [("{context:.50} {question}", {}), ("{context}\n{question}", {"extra_body": {"messages": override}})]
+    with FakeOpenAI(lambda q: "blue") as server:
+        for template, params in cases:
+            model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=10**6, max_output_tokens=16,
+                              prices=PRICES, base_url=server.base_url, max_retries=0, timeout_s=10, params=params)
+            cfg = OmegaConf.create({"system": "", "template": template, "overflow": "truncate", "question_reserve": 16})
+            items = prepare_all([Question("q0", "How long?", ("blue",))], FullContext(), corpus, model, cfg, None)
+            [record] = answer_all(items, model, [], None, Budget(None), progress=False)
+            assert record.status == "ok"
+        sent = [r["messages"] for r in server.requests]
+    assert sent[0] == [{"role": "user", "content": ("[doc0.txt]\n" + "A long document. " * 500)[:50] + " How long?"}]
+    assert sent[1] == override

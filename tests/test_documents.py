@@ -112,3 +112,20 @@ def test_two_processes_parsing_the_same_file_at_once_both_get_it(tmp_path, monke
     docs, _ = documents.load_documents(folder, tmp_path / "cache")
     assert [d.text for d in docs] == [d.text for d in other_job[0]] == ["The same text, parsed by two jobs."]
     assert sorted(p.name for p in (tmp_path / "cache" / "parsed").iterdir()) == [f"{docs[0].sha256}.json"]
+
+
+def test_a_parsed_text_entry_is_readable_by_whoever_shares_the_cache(tmp_path):
+    """A team's cache folder is shared between accounts: an entry gets the permissions any new file
+    gets (0666 less the umask), not a temporary file's 0600."""
+    import os
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Shared text.", encoding="utf-8")
+    umask = os.umask(0o022)
+    try:
+        docs, _ = documents.load_documents(folder, tmp_path / "cache")
+    finally:
+        os.umask(umask)
+    [entry] = (tmp_path / "cache" / "parsed").iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o644

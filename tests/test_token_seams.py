@@ -158,15 +158,18 @@ def test_filling_a_budget_reads_each_chunks_known_count_rather_than_encoding_it(
     monkeypatch.setattr(tokens, "count", lambda text: counted.append(len(text)) or real(text))
     chosen = rag.fill(hits, 6_000)
 
-    # the same greedy choice as tiktoken's counts of the rendered contexts give
+    # the same greedy choice as tiktoken's counts give, the context fitting whichever block ends it
     rendered = lambda picked: len(enc.encode(render_context(Context(tuple(rag.block(h) for h in picked), (), ())),
                                              disallowed_special=()))
+    shown = lambda h: f"[{rag.block(h).label}]\n{h.chunk.text}"
+    size = lambda text: len(enc.encode(text, disallowed_special=()))
     expected = []
     for h in hits:
-        if rendered(expected + [h]) <= 6_000:
+        picked = expected + [h]
+        if sum(size(shown(c) + "\n\n") for c in picked) - min(size(shown(c) + "\n\n") - size(shown(c)) for c in picked) <= 6_000:
             expected.append(h)
     assert [h.chunk.position for h in chosen] == [h.chunk.position for h in expected]
-    assert rendered(chosen) <= 6_000
+    assert rendered(chosen) <= 6_000 and rendered(chosen[::-1]) <= 6_000
     # Only labels and each block's first and last words are encoded again (about 560 characters a chunk
     # were): not every chunk's text.
     assert sum(counted) <= 100 * len(hits), sum(counted)
@@ -261,31 +264,43 @@ def test_a_prompt_counts_each_of_its_documents_around_once(texts, monkeypatch):
 
 def test_filling_a_budget_counts_each_chunk_around_its_label_at_most_twice(monkeypatch):
     """An over-budget hybrid question fills the budget from ~160 chunks of its best document: the chosen
-    context was then counted again block by block (`around` twice more for each chosen chunk). Each
-    chunk is counted alone and, once chosen, with the separator after it, and the sum is the exact count
-    (the reference: tiktoken on the rendered context), so every skipped chunk really did not fit."""
+    context was then counted again block by block. Each chunk is now counted alone and with the separator
+    after it, which is enough to know exactly what any order of the chosen blocks counts (callers put them
+    back in document order), so the budget holds in every order and every skipped chunk really did not
+    fit. The references are tiktoken on rendered contexts and on each block."""
+    import random
     from types import SimpleNamespace
 
     from pipelines.prompts import render_context
     from pipelines.strategies import rag
 
     enc = tokens.encoding()
-    texts = [f"Chunk {i} reports.\nRevenue rose " + "word " * (40 + i % 90) + ("end.\n" if i % 5 else "end.")
-             for i in range(300)]
-    hits = [SimpleNamespace(chunk=SimpleNamespace(doc_id="10-Q.pdf", position=i, text=t,
-                                                  tokens=len(enc.encode(t, disallowed_special=()))), score=1.0)
+    n = lambda text: len(enc.encode(text, disallowed_special=()))
+    texts = [f"Chunk {i} reports.\nRevenue rose " + "word " * (40 + i % 90) + ("end." if i % 3 else "end")
+             for i in range(80)]
+    hits = [SimpleNamespace(chunk=SimpleNamespace(doc_id="10-Q.pdf", position=i, text=t, tokens=n(t)), score=1.0)
             for i, t in enumerate(texts)]
+    random.Random(4).shuffle(hits)  # rank order is not document order
+    rendered = lambda picked: n(render_context(Context(tuple(rag.block(h) for h in picked), (), ())))
+    shown = lambda h: f"[{rag.block(h).label}]\n{h.chunk.text}"
     calls = []
     real = tokens.around
     monkeypatch.setattr(tokens, "around", lambda *a: calls.append(1) or real(*a))
-    rendered = lambda chosen: len(enc.encode(render_context(Context(tuple(rag.block(h) for h in chosen), (), ())),
-                                             disallowed_special=()))
-    for limit in (10**6, 6_000, 777):
+    # At the margin: two chunks that fit exactly in rank order, the one ending in a word last, are one
+    # token over once put back in document order (the separator after a full stop costs nothing).
+    pair = [SimpleNamespace(chunk=SimpleNamespace(doc_id="10-Q.pdf", position=p, text=t, tokens=n(t)), score=1.0)
+            for p, t in ((1, "Second chunk ends here."), (0, "Alpha beta gamma delta word"))]
+    chosen = rag.fill(pair, rendered(pair))
+    assert rendered(sorted(chosen, key=lambda h: h.chunk.position)) <= rendered(pair)
+    for limit in (10**6, 3_000, 777):
         calls.clear()
         chosen = rag.fill(hits, limit)
-        assert len(calls) <= len(hits) + len(chosen)
-        assert rendered(chosen) <= limit
+        assert len(calls) <= 2 * len(hits)  # never the chosen context counted again
+        by_position = sorted(chosen, key=lambda h: h.chunk.position)
+        for order in (chosen, by_position, by_position[::-1]):
+            assert rendered(order) <= limit
         for h in hits:
-            if h not in chosen:  # it did not fit as the last block after the ones chosen before it
-                before = [c for c in chosen if c.chunk.position < h.chunk.position]
-                assert rendered(before + [h]) > limit
+            if h not in chosen:  # in some order, the chunks chosen before it plus it did not fit
+                before = [c for c in chosen if hits.index(c) < hits.index(h)] + [h]
+                worst = sum(n(shown(c) + "\n\n") for c in before) - min(n(shown(c) + "\n\n") - n(shown(c)) for c in before)
+                assert worst > limit

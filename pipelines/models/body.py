@@ -16,15 +16,26 @@ _HOLE_JSON = json.dumps(HOLE)
 LONG = 4096  # characters from which a piece's escaped form is kept
 
 
-def holed(request: dict) -> dict:
-    """`request` with its last message's content replaced by HOLE."""
-    messages = request["messages"]
+def holed(request: dict, parts: tuple[str, ...]) -> dict | None:
+    """`request` with its last message's content replaced by HOLE; None unless that content is exactly
+    the join of `parts` (compared in place, without joining them)."""
+    messages = request.get("messages")
+    content = messages[-1].get("content") if isinstance(messages, list) and messages and isinstance(messages[-1], dict) else None
+    if not parts or not isinstance(content, str) or len(content) != sum(map(len, parts)):
+        return None
+    at = 0
+    for part in parts:
+        if not content.startswith(part, at):
+            return None
+        at += len(part)
     return {**request, "messages": [*messages[:-1], {**messages[-1], "content": HOLE}]}
 
 
 def spliced(obj, parts: tuple[str, ...], **options) -> list[bytes] | None:
     """`json.dumps(obj, ensure_ascii=False, **options).encode()` in pieces, with HOLE (once in `obj`)
-    standing for the join of `parts`; None when HOLE is not there exactly once."""
+    standing for the join of `parts`; None when `obj` is None or HOLE is not there exactly once."""
+    if obj is None:
+        return None
     blob = json.dumps(obj, ensure_ascii=False, **options)
     before, hole, after = blob.partition(_HOLE_JSON)
     if not hole or _HOLE_JSON in after:
@@ -36,6 +47,6 @@ def _escaped(text: str) -> bytes:
     return _escaped_long(text) if len(text) >= LONG else json_encoder.encode_basestring(text)[1:-1].encode()
 
 
-@functools.lru_cache(maxsize=256)  # a document's text is the same object for every question: its hash is kept
+@functools.lru_cache(maxsize=4096)  # a document's text is the same object for every question: its hash is kept
 def _escaped_long(text: str) -> bytes:
     return json_encoder.encode_basestring(text)[1:-1].encode()

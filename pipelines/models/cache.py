@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def key(base_url: str, request: dict, parts: tuple[str, ...] = ()) -> str:
     """sha256 of the request as JSON. `parts`: the last message's content in pieces (prompts.Prompt.parts),
     whose long ones (documents) are escaped once per process (pipelines/models/body.py); same digest."""
-    pieces = body.spliced({"base_url": base_url, "request": body.holed(request)}, parts, sort_keys=True) if parts else None
+    holed = body.holed(request, parts)
+    pieces = body.spliced(holed and {"base_url": base_url, "request": holed}, parts, sort_keys=True)
     if pieces is None:
         pieces = [json.dumps({"base_url": base_url, "request": request}, sort_keys=True, ensure_ascii=False).encode()]
     digest = hashlib.sha256()

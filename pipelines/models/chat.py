@@ -216,10 +216,11 @@ class ChatModel:
         own extras (`extra_body` merged into the body; headers, query, timeout as options)."""
         request = self.request(messages)
         options = {name: request.pop(extra) for extra, name in SDK_OPTIONS.items() if extra in request}
+        options["security"] = {"bearer_auth": True}  # as create() asks: the API key, never another credential
         extra = request.pop("extra_body", None) or {}
         request = {**request, "stream": True, "stream_options": {"include_usage": True}, **extra}
         dumps = {"separators": (",", ":"), "allow_nan": False}  # the SDK's (openai._utils._json.openapi_dumps)
-        pieces = body.spliced(body.holed(request), parts, **dumps) if parts else None
+        pieces = body.spliced(body.holed(request, parts), parts, **dumps)
         return b"".join(pieces) if pieces else json.dumps(request, ensure_ascii=False, **dumps).encode(), options
 
     def _completion(self, answer, reasoning, raw_usage, latency, ttft, finish, attempts) -> Completion:

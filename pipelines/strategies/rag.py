@@ -46,23 +46,28 @@ def block(hit) -> Block:
 
 
 def fill(hits, limit: int) -> list:
-    """Best chunks, in rank order, while the rendered context stays within `limit` cl100k tokens.
+    """Best chunks, in rank order, while the rendered context stays within `limit` cl100k tokens in
+    whatever order the caller then puts them (document order, both ends...).
 
     Counted exactly from each chunk's stored count (only its ends encoded again: a matched budget ranks
     every chunk of the corpus for every question): a block counted with the separator after it ends at an
     exact seam (the next block starts with "["), so a context is the sum of its blocks' counts, each with
-    the separator but the last. A chunk fits when the blocks chosen so far plus it, alone, as the last one,
-    fit; counting every growing trial context was quadratic."""
+    the separator but the last one. The separator costs a block 0 or 1 tokens (none after a full stop:
+    cl100k has ".\n\n"), so the largest count any order gives is the sum with every separator less the
+    smallest of those costs. Counting every growing trial context was quadratic."""
     from pipelines.prompts import SEPARATOR
 
-    chosen, used = [], 0  # `used`: the chosen blocks, each with the separator after it
+    chosen, used, saving = [], 0, None  # `used`: every block with its separator; `saving`: the smallest separator cost
     for hit in hits:
         b = block(hit)
         label = f"[{b.label}]\n"
-        if used + tokens.around(label, b.text, b.tokens, "").n > limit:
+        alone = tokens.around(label, b.text, b.tokens, "").n
+        with_separator = tokens.around(label, b.text, b.tokens, SEPARATOR).n
+        least = with_separator - alone if saving is None else min(saving, with_separator - alone)
+        if used + with_separator - least > limit:
             continue  # a smaller chunk further down may still fit
         chosen.append(hit)
-        used += tokens.around(label, b.text, b.tokens, SEPARATOR).n
+        used, saving = used + with_separator, least
     return chosen
 
 
