@@ -10,6 +10,8 @@ calls with a 3,000-word prompt; CPU ms per call (`time.process_time()`, all thre
 medians of the rounds.
 
 - framework: `ChatModel.complete` with `stream=true` (the default);
+- framework, stream=false: `ChatModel.complete` with `stream=false` (the local llama.cpp server's
+  setting, and the judge's);
 - SDK stream: `client.chat.completions.create(stream=True)` iterated, as a person would write it (the
   framework before it read the chunks as JSON);
 - SDK plain: `create()` without streaming (no time to first token)."""
@@ -50,10 +52,14 @@ def sides(base_url: str):
     prices = {"input_cache_miss": 0.28, "input_cache_hit": 0.028, "output": 0.42}
     model = ChatModel("fake", "fake", "fake-1", 131_072, 1024, prices, base_url=base_url, max_retries=0)
     client = OpenAI(base_url=base_url, api_key="local", max_retries=0)
-    model.client()  # set up before timing, as the client above
+    whole = ChatModel("fake", "fake", "fake-1", 131_072, 1024, prices, base_url=base_url, max_retries=0, stream=False)
+    model.client(), whole.client()  # set up before timing, as the client above
 
     def framework():
         return model.complete(PROMPT).answer
+
+    def framework_unstreamed():
+        return whole.complete(PROMPT).answer
 
     def sdk_stream():
         parts = []
@@ -66,7 +72,8 @@ def sides(base_url: str):
     def sdk_plain():
         return client.chat.completions.create(model="fake-1", messages=PROMPT, max_tokens=1024).choices[0].message.content
 
-    return {"framework": framework, "SDK stream": sdk_stream, "SDK plain": sdk_plain}
+    return {"framework": framework, "framework, stream=false": framework_unstreamed, "SDK stream": sdk_stream,
+            "SDK plain": sdk_plain}
 
 
 def main() -> None:

@@ -492,10 +492,12 @@ def test_the_first_calls_of_a_fresh_process_all_succeed_in_parallel():
     assert json.loads(out.stdout.splitlines()[-1]) == ["ok "] * 16
 
 
-def test_a_run_escapes_each_document_once_for_its_keys_and_its_requests(monkeypatch):
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_run_escapes_each_document_once_for_its_keys_and_its_requests(monkeypatch, stream):
     """What the provider receives is the prompt, exactly; and the documents that every question sends
-    are JSON-escaped once per process for the cache keys and the request bodies together. The SDK's
-    `create` serialised every prompt whole (and walked it as typed parameters, ~0.5 CPU-ms a call)."""
+    are JSON-escaped once per process for the cache keys and the request bodies together, streamed or
+    not. The SDK's `create` serialised every prompt whole (and walked it as typed parameters, ~0.5
+    CPU-ms a call)."""
     import json.encoder
 
     from omegaconf import OmegaConf
@@ -513,7 +515,7 @@ def test_a_run_escapes_each_document_once_for_its_keys_and_its_requests(monkeypa
     real = json.encoder.encode_basestring
     with FakeOpenAI(lambda q: "blue") as server:
         model = ChatModel(name="fake", provider="fake", model_id="fake-1", context_window=10**6, max_output_tokens=16,
-                          prices=PRICES, base_url=server.base_url, max_retries=0, timeout_s=10,
+                          prices=PRICES, base_url=server.base_url, max_retries=0, timeout_s=10, stream=stream,
                           params={"temperature": 0.0, "extra_body": {"seed": 7}, "extra_headers": {"X-Run": "r1"}})
         model.client()  # its one-off imports are not what is counted
         monkeypatch.setattr(json.encoder, "encode_basestring", lambda s: escaped.append(len(s)) or real(s))
@@ -526,8 +528,9 @@ def test_a_run_escapes_each_document_once_for_its_keys_and_its_requests(monkeypa
     assert [r.status for r in records] == ["ok"] * 20
     for item in items:
         request = sent[item.prompt.messages[-1]["content"][-30:]]
+        streamed = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
         assert request == {"model": "fake-1", "messages": item.prompt.messages, "max_tokens": 16, "temperature": 0.0,
-                           "seed": 7, "stream": True, "stream_options": {"include_usage": True}}
+                           "seed": 7, **streamed}
     assert all(h["x-run"] == "r1" and h["content-type"] == "application/json" for h in headers)
     assert sum(escaped) < sum(len(t) for t in texts) + 20 * 1_000  # each document once, for keys and bodies
 

@@ -12,31 +12,19 @@ from pipelines.models.usage import Prices, Usage, cost_usd
 PRICES = {"input_cache_miss": 1.0, "input_cache_hit": 0.1, "output": 2.0}
 
 
-def _model(stream, create):
-    model = ChatModel("m", "p", "m-id", 1000, 10, PRICES, base_url="http://x", stream=stream)
-    model._client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
-    return model
-
-
-def _usage():
-    return {"prompt_tokens": 5, "completion_tokens": 2}
+def _served(server, stream=True) -> ChatModel:
+    return ChatModel("m", "p", "m-id", 1000, 10, PRICES, base_url=server.base_url, stream=stream, max_retries=0)
 
 
 def test_whole_response_without_usage_is_an_error():
-    msg = SimpleNamespace(content="hi", reasoning_content=None)
-    response = SimpleNamespace(choices=[SimpleNamespace(message=msg, finish_reason="stop")], usage=None)
-    with pytest.raises(CallFailed, match="no usage"):
-        _model(False, lambda **kw: response).complete([{"role": "user", "content": "q"}])
+    with FakeOpenAI(lambda q: "hi", usage_for=lambda prompt, answer: None) as server:
+        with pytest.raises(CallFailed, match="no usage"):
+            _served(server, stream=False).complete([{"role": "user", "content": "Question: q"}])
 
 
 def test_whole_response_without_choices_is_a_clear_error():
-    response = SimpleNamespace(choices=[], usage=_usage())
-    with pytest.raises(CallFailed, match="no choices"):
-        _model(False, lambda **kw: response).complete([{"role": "user", "content": "q"}])
-
-
-def _served(server) -> ChatModel:
-    return ChatModel("m", "p", "m-id", 1000, 10, PRICES, base_url=server.base_url, stream=True, max_retries=0)
+    with FakeOpenAI(lambda q: "hi") as server, pytest.raises(CallFailed, match="no choices"):
+        _served(server, stream=False).complete([{"role": "user", "content": "Question: NOCHOICE q"}])
 
 
 def test_stream_without_choices_is_a_clear_error():

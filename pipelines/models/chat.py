@@ -152,25 +152,34 @@ class ChatModel:
                 if self.stream:
                     done = self._streamed(client, messages, start, attempts, on_text, parts)
                 else:
-                    done = self._whole(client, messages, start, attempts)
+                    done = self._whole(client, messages, start, attempts, parts)
                 return replace(done, started_at=started_at)
         except Exception as err:
             raise CallFailed(err, len(attempts), " ".join(attempts)) from err
         finally:
             _attempts.reset(token)
 
-    def _whole(self, client, messages, start, attempts) -> Completion:
-        response = client.chat.completions.create(**self.request(messages))
+    def _whole(self, client, messages, start, attempts, parts=()) -> Completion:
+        # Sent as the streamed call is (`_body`): create() would walk the typed parameters and serialise
+        # the whole prompt again. The SDK still retries and raises for the status.
+        import httpx2
+
+        content, options = self._body(messages, parts, stream=False)
+        response = client.post("/chat/completions", cast_to=httpx2.Response, content=content, options=options)
+        data = response.json()
         latency = time.perf_counter() - start
-        if not response.choices:
+        if not isinstance(data, dict):
+            raise Unbilled("the provider returned no completion object: no answer (it may still have billed the call)")
+        _raise_for_error(data, response)
+        if not data.get("choices"):
             raise Unbilled("the provider returned no choices: no answer (it may still have billed the call)")
-        if response.usage is None:
+        if data.get("usage") is None:
             raise Unbilled(NO_USAGE)
-        choice = response.choices[0]
-        served = (getattr(response, "model", None) or "", getattr(response, "system_fingerprint", None) or "")
-        done = self._completion(choice.message.content or "", _reasoning(choice.message), response.usage,
-                                latency, None, choice.finish_reason or "", attempts)
-        return replace(done, response_model=served[0], system_fingerprint=served[1])
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        done = self._completion(message.get("content") or "", message.get("reasoning_content") or "", data["usage"],
+                                latency, None, choice.get("finish_reason") or "", attempts)
+        return replace(done, response_model=data.get("model") or "", system_fingerprint=data.get("system_fingerprint") or "")
 
     def _streamed(self, client, messages, start, attempts, on_text=None, parts=()) -> Completion:
         # The SDK's own Stream builds a pydantic object per chunk, ~0.05 CPU-ms each, and a provider sends
@@ -211,14 +220,15 @@ class ChatModel:
         done = self._completion("".join(answer), "".join(reasoning), usage, latency, ttft, finish, attempts)
         return replace(done, response_model=served[0], system_fingerprint=served[1])
 
-    def _body(self, messages: list[dict], parts: tuple[str, ...]) -> tuple[bytes, dict]:
-        """The streamed request's JSON and its request options, as `create` would send them: the SDK's
-        own extras (`extra_body` merged into the body; headers, query, timeout as options)."""
+    def _body(self, messages: list[dict], parts: tuple[str, ...], stream: bool = True) -> tuple[bytes, dict]:
+        """The request's JSON and its request options, as `create` would send them: the SDK's own extras
+        (`extra_body` merged into the body; headers, query, timeout as options)."""
         request = self.request(messages)
         options = {name: request.pop(extra) for extra, name in SDK_OPTIONS.items() if extra in request}
         options["security"] = {"bearer_auth": True}  # as create() asks: the API key, never another credential
         extra = request.pop("extra_body", None) or {}
-        request = {**request, "stream": True, "stream_options": {"include_usage": True}, **extra}
+        streamed = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+        request = {**request, **streamed, **extra}
         dumps = {"separators": (",", ":"), "allow_nan": False}  # the SDK's (openai._utils._json.openapi_dumps)
         pieces = body.spliced(body.holed(request, parts), parts, **dumps)
         return b"".join(pieces) if pieces else json.dumps(request, ensure_ascii=False, **dumps).encode(), options
@@ -242,26 +252,25 @@ def _chunks(response):
     """The JSON chunks of a chat completion stream, until [DONE]; an error event raises as the SDK's
     Stream does (openai/_streaming.py), with the provider's message."""
     from httpx_sse import EventSource
-    from openai import APIError
 
     for event in EventSource(response).iter_sse():
         if event.data.startswith("[DONE]"):
             return
         data = event.json()
-        if isinstance(data, dict) and data.get("error"):
-            error = data["error"]
-            message = error.get("message") if isinstance(error, dict) else None
-            raise APIError(message if isinstance(message, str) and message else "An error occurred during streaming",
-                           request=response.request, body=error)
+        if isinstance(data, dict):
+            _raise_for_error(data, response)
         yield data
 
 
-def _reasoning(message) -> str:
-    """DeepSeek's reasoner (and vLLM, llama.cpp with thinking models) send `reasoning_content`."""
-    value = getattr(message, "reasoning_content", None)
-    if value is None and getattr(message, "model_extra", None):
-        value = message.model_extra.get("reasoning_content")
-    return value or ""
+def _raise_for_error(data: dict, response) -> None:
+    """An error object sent with status 200 raises as the SDK's Stream does, with the provider's message."""
+    from openai import APIError
+
+    if data.get("error"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        raise APIError(message if isinstance(message, str) and message else "the provider sent an error",
+                       request=response.request, body=error)
 
 
 def _on_request(request) -> None:
