@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from fakes import FakeOpenAI
-from pipelines.models.chat import CallFailed, ChatModel
+from pipelines.models.chat import CallFailed, ChatModel, Unbilled
 from pipelines.models.usage import Prices, Usage, cost_usd
 
 PRICES = {"input_cache_miss": 1.0, "input_cache_hit": 0.1, "output": 2.0}
@@ -18,8 +18,21 @@ def _served(server, stream=True) -> ChatModel:
 
 def test_whole_response_without_usage_is_an_error():
     with FakeOpenAI(lambda q: "hi", usage_for=lambda prompt, answer: None) as server:
-        with pytest.raises(CallFailed, match="no usage"):
+        with pytest.raises(CallFailed, match="no usage") as caught:
             _served(server, stream=False).complete([{"role": "user", "content": "Question: q"}])
+    assert isinstance(caught.value.cause, Unbilled)  # settled at its reservation, not at 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_anthropic_native_usage_from_a_gateway_is_billed_whole_streamed_or_not(stream):
+    """Anthropic's own usage shape (input_tokens without the cache reads) passed through by a gateway.
+    Unstreamed, the SDK's model added `prompt_tokens: None`, which hid the shape: 800 of 900 input
+    tokens and every output token went unbilled. By hand: (100 x 1.0 + 800 x 0.1 + 10 x 2.0) / 1e6."""
+    usage = {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 800}
+    with FakeOpenAI(lambda q: "hi", usage_for=lambda prompt, answer: usage) as server:
+        done = _served(server, stream=stream).complete([{"role": "user", "content": "Question: q"}])
+    assert (done.usage.input_tokens, done.usage.cache_hit_tokens, done.usage.output_tokens) == (900, 800, 10)
+    assert done.cost_usd == pytest.approx(200e-6)
 
 
 def test_whole_response_without_choices_is_a_clear_error():
